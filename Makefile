@@ -22,7 +22,7 @@ $(STAMP): setup.cfg setup.py
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/onboard demo
+	$(BIN)/onboard demo --fresh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900

@@ -1,0 +1,194 @@
+"""Closed-loop evaluation of an artifact in MuJoCo, through the one runtime and the safety filter.
+
+This is glue at the top layer: it composes a task environment (``sim``), the
+safety filter (``sim2real``) and the runtime (``policies.runtime``). The same
+runtime and filter run in the ROS 2 policy node, so what is measured here is
+what runs on the robot.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onboard.errors import OnboardError
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (well-behaved at 0 and n)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class EvalConfig:
+    task: str = "push"
+    episodes: int = 50
+    seed: int = 1000           # evaluation seeds differ from collection seeds (collect starts at 0)
+    dr: bool = True
+    num_steps: int | None = None     # sampler steps; None = the contract's default
+    temporal_ensemble: float | None = None
+    video_episodes: int = 2
+    image_size: tuple[int, int] = (240, 320)
+    safety: bool = True
+    robot: str | None = None
+
+
+@dataclass
+class EvalResult:
+    config: dict
+    successes: int
+    episodes: int
+    success_rate: float
+    ci95: tuple[float, float]
+    per_episode: list = field(default_factory=list)
+    interventions: dict = field(default_factory=dict)
+    inference_ms: dict = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def _state_from_obs(obs: dict) -> dict:
+    q = np.concatenate([np.asarray(obs["joint_pos"], float), np.asarray(obs["gripper_width"], float).ravel()])
+    dq = np.concatenate([np.asarray(obs["joint_vel"], float), [0.0]])
+    return {"q": q, "dq": dq}
+
+
+def evaluate(artifact: str | Path, cfg: EvalConfig, out_dir: str | Path | None = None,
+             progress: bool = True) -> EvalResult:
+    from tqdm import tqdm
+
+    from policies.runtime import PolicyRuntime
+
+    artifact = Path(artifact)
+    rt = PolicyRuntime(artifact, robot=cfg.robot, num_steps=cfg.num_steps,
+                       temporal_ensemble=cfg.temporal_ensemble, seed=cfg.seed)
+    contract = rt.contract
+    robot = cfg.robot or contract.robot["name"]
+    dt_s = 1.0 / contract.control_rate_hz
+    from sim.arm_env import ArmEnv
+    from sim2real.safety import SafetyFilter
+
+    safety = SafetyFilter.for_robot(robot, dt_s=dt_s) if cfg.safety else None
+    rt.safety = safety
+
+    cameras = ("front",) if cfg.video_episodes > 0 and out_dir is not None else ()
+    env = ArmEnv(task=cfg.task, dr=cfg.dr, seed=cfg.seed, cameras=cameras, image_size=cfg.image_size)
+    missing = [k for k in contract.obs_keys if k not in env.observation_space.spaces]
+    if missing:
+        raise OnboardError(f"artifact needs observation keys {missing} that task '{cfg.task}' does not provide",
+                           file=str(artifact), field="observation.keys",
+                           fix=f"evaluate on the task the policy was trained for (provenance: "
+                               f"{contract.provenance.get('task', 'unknown')})")
+
+    per_episode, frames_per_video = [], []
+    t0 = time.perf_counter()
+    it = range(cfg.episodes)
+    bar = tqdm(it, desc=f"eval {cfg.task}", unit="ep", disable=not progress)
+    successes = 0
+    for ep in bar:
+        obs, info = env.reset(seed=cfg.seed + ep)
+        state = _state_from_obs(obs)
+        rt.reset(state=state, t=0.0)
+        frames = [] if ep < cfg.video_episodes and cameras else None
+        success, steps, t = False, 0, 0.0
+        done = False
+        while not done:
+            if frames is not None:
+                frames.append(obs["image.front"])
+            cmd = rt.act(obs, t=t, state=state)
+            obs, _reward, terminated, truncated, info = env.step(cmd)
+            state = _state_from_obs(obs)
+            steps += 1
+            t += dt_s
+            success = success or bool(info.get("success", False))
+            done = terminated or truncated or success
+        if frames is not None:
+            frames.append(obs["image.front"])
+            frames_per_video.append((ep, frames))
+        successes += int(success)
+        per_episode.append({"episode": ep, "seed": cfg.seed + ep, "success": success, "steps": steps,
+                            **{k: float(v) for k, v in info.items()
+                               if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool)}})
+        bar.set_postfix(success=f"{successes}/{ep + 1}")
+    wall = time.perf_counter() - t0
+    lo, hi = wilson_interval(successes, cfg.episodes)
+    result = EvalResult(config={**cfg.__dict__, "artifact": str(artifact),
+                                "num_steps": rt.num_steps, "robot": robot},
+                        successes=successes, episodes=cfg.episodes,
+                        success_rate=successes / max(cfg.episodes, 1), ci95=(lo, hi),
+                        per_episode=per_episode,
+                        interventions=safety.summary() if safety is not None else {},
+                        inference_ms=rt.timing_summary() if hasattr(rt, "timing_summary") else {},
+                        wall_s=wall)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(out_dir / "eval_report.json", _jsonable(result.__dict__))
+        for ep, frames in frames_per_video:
+            write_mp4(out_dir / f"episode_{ep:03d}.mp4", frames, fps=contract.control_rate_hz)
+    return result
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    return o
+
+
+def _write_json_atomic(path: Path, doc) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    """Encode RGB frames (H, W, 3 uint8) to H.264 mp4 with the ffmpeg binary bundled by imageio-ffmpeg."""
+    import imageio_ffmpeg
+
+    h, w = frames[0].shape[:2]
+    tmp = path.with_name(path.stem + ".tmp.mp4")
+    writer = imageio_ffmpeg.write_frames(str(tmp), (w, h), fps=float(fps), codec="libx264",
+                                         pix_fmt_out="yuv420p", macro_block_size=1,
+                                         output_params=["-loglevel", "error"])
+    writer.send(None)
+    for f in frames:
+        writer.send(np.ascontiguousarray(f, dtype=np.uint8))
+    writer.close()
+    os.replace(tmp, path)
+
+
+def plot_success(rows: list[dict], path: Path, title: str) -> None:
+    """Bar chart of success rate with 95% intervals, one bar per row (``label``, ``rate``, ``lo``, ``hi``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(rows), 3.2))
+    x = np.arange(len(rows))
+    rates = np.array([r["rate"] for r in rows])
+    err = np.array([[r["rate"] - r["lo"] for r in rows], [r["hi"] - r["rate"] for r in rows]])
+    ax.bar(x, rates, yerr=err, capsize=4, color="#4C72B0")
+    ax.set_xticks(x, [r["label"] for r in rows])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate (95% CI)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
