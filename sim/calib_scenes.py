@@ -245,3 +245,77 @@ def simulate_handeye(setup: str = "eye_in_hand", n_stations: int = 20, *, seed: 
     out["q"] = np.asarray(out["q"])
     truth["X"] = truth["T_gripper_cam"] if setup == "eye_in_hand" else truth["T_base_cam"]
     return out
+
+
+# ---- IMU and latency ground truth ----------------------------------------------------------------
+def static_imu_clean_readings() -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free (accel, gyro) of an IMU resting level on a table, from MuJoCo's sensors."""
+    import mujoco
+    spec = mujoco.MjSpec()
+    spec.worldbody.add_geom(type=mujoco.mjtGeom.mjGEOM_PLANE, size=[1, 1, 0.1])
+    body = spec.worldbody.add_body(name="imu", pos=[0, 0, 0.02])
+    body.add_freejoint()
+    body.add_geom(type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.02, 0.02, 0.02], mass=0.05)
+    site = body.add_site(name="imu")
+    spec.add_sensor(type=mujoco.mjtSensor.mjSENS_ACCELEROMETER, objtype=mujoco.mjtObj.mjOBJ_SITE, objname="imu")
+    spec.add_sensor(type=mujoco.mjtSensor.mjSENS_GYRO, objtype=mujoco.mjtObj.mjOBJ_SITE, objname="imu")
+    del site
+    model = spec.compile()
+    data = mujoco.MjData(model)
+    for _ in range(500):   # let it settle on the table
+        mujoco.mj_step(model, data)
+    return data.sensordata[0:3].copy(), data.sensordata[3:6].copy()
+
+
+def simulate_static_imu(duration_s: float, rate_hz: float, *, gyro_noise_density: float, gyro_random_walk: float,
+                        accel_noise_density: float, accel_random_walk: float, gyro_bias=(0.0, 0.0, 0.0),
+                        accel_bias=(0.0, 0.0, 0.0), seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(t, accel, gyro) of a resting IMU: MuJoCo's clean readings plus Kalibr-model noise and bias."""
+    from calibration.imu import simulate_noise
+    rng = np.random.default_rng(seed)
+    n = int(duration_s * rate_hz)
+    acc0, gyr0 = static_imu_clean_readings()
+    t = np.arange(n) / rate_hz
+    gyro = gyr0 + np.asarray(gyro_bias) + simulate_noise(n, rate_hz, gyro_noise_density, gyro_random_walk, rng)
+    accel = acc0 + np.asarray(accel_bias) + simulate_noise(n, rate_hz, accel_noise_density, accel_random_walk, rng)
+    return t, accel, gyro
+
+
+def simulate_servo_log(delay_steps: int, *, duration_s: float = 20.0, log_hz: float = 100.0, physics_hz: float = 500.0,
+                       kp: float = 4000.0, seed: int = 0, noise_std_rad: float = 2e-4) -> dict:
+    """A MuJoCo position servo driven by random step commands that reach it ``delay_steps`` log samples late.
+
+    Returns ``t``, ``command`` (as logged when sent) and ``state`` (measured
+    joint position, with encoder noise), all at ``log_hz``.
+    """
+    import mujoco
+    spec = mujoco.MjSpec()
+    spec.option.timestep = 1.0 / physics_hz
+    body = spec.worldbody.add_body(name="link")
+    body.add_joint(name="j", type=mujoco.mjtJoint.mjJNT_HINGE, axis=[0, 0, 1], armature=0.01)
+    body.add_geom(type=mujoco.mjtGeom.mjGEOM_CAPSULE, fromto=[0, 0, 0, 0.3, 0, 0], size=[0.03, 0, 0], mass=1.0)
+    inertia = 0.01 + 1.0 * 0.3 ** 2 / 3
+    act = spec.add_actuator(name="servo", target="j", trntype=mujoco.mjtTrn.mjTRN_JOINT)
+    act.set_to_position(kp=kp, kv=2.0 * np.sqrt(kp * inertia))   # critically damped
+    model = spec.compile()
+    data = mujoco.MjData(model)
+    rng = np.random.default_rng(seed)
+    n = int(duration_s * log_hz)
+    per_log = int(round(physics_hz / log_hz))
+    # Random steps held for 2-30 samples: a broadband command, as in a system-identification run.
+    cmd = np.zeros(n)
+    k = 0
+    level = 0.0
+    while k < n:
+        hold = int(rng.integers(2, 30))
+        level = float(np.clip(level + rng.normal(0, 0.3), -1.5, 1.5))
+        cmd[k:k + hold] = level
+        k += hold
+    state = np.zeros(n)
+    for i in range(n):
+        data.ctrl[0] = cmd[i - delay_steps] if i >= delay_steps else 0.0
+        for _ in range(per_log):
+            mujoco.mj_step(model, data)
+        state[i] = data.qpos[0]
+    state += rng.normal(0.0, noise_std_rad, n)
+    return {"t": np.arange(n) / log_hz, "command": cmd, "state": state}
