@@ -67,7 +67,7 @@ class SlackQP:
         self._u[self.m: self.m + self.n_u] = u_hi
         q = np.r_[-2.0 * u_nom, np.zeros(self.m)]
         self._solver.update(q=q, l=self._l, u=self._u, Ax=Ax)
-        res = self._solver.solve()
+        res = self._solver.solve(raise_error=False)
         self.last_status = str(res.info.status)
         x = res.x
         if x is None or not np.all(np.isfinite(x[: self.n_u])):

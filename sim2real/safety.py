@@ -451,7 +451,8 @@ class SafetyFilter:
                 return q1 + brake
         if self.kind == "arm":
             w = self._workspace(q1, w, lo, hi, brake, t)
-        return q1 + w
+        # Where nothing changed, pass the command through bit for bit ((c - q) + q != c in floats).
+        return np.where(w == w_cmd, cmd, q1 + w)
 
     def _limit_response(self, w_cmd, w, lo, hi, brake, t):
         n = self.n_joints
