@@ -182,7 +182,8 @@ def angle_deg(T: np.ndarray) -> float:
 
 
 def refine_reprojection(result: HandEyeResult, T_base_gripper: list[np.ndarray], detections: list,
-                        board_points: np.ndarray, K: np.ndarray, dist: np.ndarray) -> HandEyeResult:
+                        board_points: np.ndarray, K: np.ndarray, dist: np.ndarray,
+                        T_cam_target: list[np.ndarray] | None = None) -> HandEyeResult:
     """Jointly refine the hand-eye transform and the fixed board pose by minimising pixel error.
 
     The closed-form methods fit transforms, not pixels, and PnP depth is the
@@ -211,10 +212,10 @@ def refine_reprojection(result: HandEyeResult, T_base_gripper: list[np.ndarray],
     from calibration.lsq import levenberg_marquardt
     sol = levenberg_marquardt(residuals, np.zeros(12))
     X, F = unpack(sol.x)
-    T_cam_target = [predict_cam_target(X, F, G, setup) for G in T_base_gripper]
-    fixed = _fixed_per_station(X, T_base_gripper, T_cam_target, setup)
-    err = np.array([pose_error(Fi, F) for Fi in fixed])
-    r = sol.jacobian  # noqa: F841  (kept for covariance users)
+    if T_cam_target is not None:
+        err = np.array([pose_error(predict_cam_target(X, F, G, setup), C) for G, C in zip(T_base_gripper, T_cam_target)])
+    else:
+        err = np.zeros((len(T_base_gripper), 2))
     res = HandEyeResult(setup, result.method + "+reprojection", X, F, err[:, 0], err[:, 1],
                         result.heldout_mm, result.heldout_deg)
     res.reprojection_rms_px = float(np.sqrt(2.0 * sol.cost / max(1, sum(len(o) for o in obj))))

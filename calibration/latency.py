@@ -97,3 +97,23 @@ def camera_time_offset(camera_t_s, camera_motion, joint_t_s, joint_motion, *, dt
     grid = np.arange(lo, hi, dt_s)
     return estimate_delay(resample(joint_t_s, joint_motion, grid), resample(camera_t_s, camera_motion, grid),
                           dt_s, max_lag_s=max_lag_s, differentiate=False)
+
+
+def white_noise_std(x) -> float:
+    """Measurement-noise std of a sampled signal from its second differences (robust to motion steps)."""
+    d2 = np.diff(np.asarray(x, dtype=np.float64), n=2, axis=0).ravel()
+    mad = np.median(np.abs(d2 - np.median(d2)))
+    return float(1.4826 * mad / np.sqrt(6.0))   # var(d2) = 6 sigma^2 for white noise
+
+
+def latency_dict(est: DelayEstimate, *, state_noise_std: float | None = None, camera: DelayEstimate | None = None,
+                 units: str = "rad") -> dict:
+    doc = {"calibration_kind": "latency", "command_to_state_delay_s": est.delay_s, "lag_samples": est.lag_samples,
+           "dt_s": est.dt_s, "peak_correlation": est.peak_correlation}
+    if state_noise_std is not None:
+        doc["state_noise_std"] = state_noise_std
+        doc["state_units"] = units
+    if camera is not None:
+        doc["camera_time_offset_s"] = camera.delay_s
+        doc["camera_peak_correlation"] = camera.peak_correlation
+    return doc
