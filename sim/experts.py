@@ -89,9 +89,12 @@ class ScriptedExpert:
         if k >= len(wps):
             return wps[-1]
         a, b = wps[k - 1], wps[k]
-        s = _min_jerk((t - ends[k - 1]) / max(b.duration_s, 1e-9))
-        return Waypoint(a.pos + s * (b.pos - a.pos), a.yaw + s * (b.yaw - a.yaw),
-                        a.width + s * (b.width - a.width), 0.0)
+        frac = (t - ends[k - 1]) / max(b.duration_s, 1e-9)
+        s = _min_jerk(frac)
+        # The gripper ramps at constant speed (never above the hand's max speed); the TCP min-jerk.
+        ramp = min(abs(b.width - a.width), GRIPPER_SPEED_M_S * (t - ends[k - 1]))
+        width = a.width + math.copysign(ramp, b.width - a.width)
+        return Waypoint(a.pos + s * (b.pos - a.pos), a.yaw + s * (b.yaw - a.yaw), width, 0.0)
 
     @property
     def done(self) -> bool:
@@ -209,7 +212,7 @@ class PickPlaceExpert(ScriptedExpert):
         wps.append(p)
         p = self.move(p, [cx, cy, z_grasp], speed=self.speed(0.1, 0.15))
         wps.append(p)
-        p = Waypoint(p.pos, p.yaw, 0.0, 0.06 / GRIPPER_SPEED_M_S + rng.uniform(0.2, 0.4))  # close
+        p = Waypoint(p.pos, p.yaw, 0.0, 0.08 / GRIPPER_SPEED_M_S + rng.uniform(0.1, 0.3))  # close
         wps.append(p)
         p = self.move(p, [cx, cy, z_hi], speed=self.speed(0.1, 0.15))
         wps.append(p)
@@ -217,7 +220,7 @@ class PickPlaceExpert(ScriptedExpert):
         wps.append(p)
         p = self.move(p, [tx, ty, h + rng.uniform(0.0, 0.006)], speed=self.speed(0.08, 0.12))
         wps.append(p)
-        p = Waypoint(p.pos, p.yaw, 0.08, 0.08 / GRIPPER_SPEED_M_S * 0.8)                  # release
+        p = Waypoint(p.pos, p.yaw, 0.08, 0.08 / GRIPPER_SPEED_M_S + 0.05)                # release
         wps.append(p)
         p = self.move(p, [tx, ty, h + rng.uniform(0.08, 0.12)], speed=self.speed(0.1, 0.15))
         wps.append(p)

@@ -1,0 +1,92 @@
+"""``onboard collect``: scripted-expert demonstrations in ArmEnv, written as a LeRobot v3 dataset.
+
+Runs the task's expert under domain randomization, keeps successful episodes
+only, and reports the expert's success rate.
+"""
+from __future__ import annotations
+
+HELP = "collect scripted-expert demonstrations into a LeRobot v3 dataset"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--task", default="push", help="reach | push | pick_place (default: push)")
+    parser.add_argument("--episodes", type=int, default=150, help="successful episodes to keep")
+    parser.add_argument("--out", default=None, help="dataset root (default: runs/data/<task>)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-dr", action="store_true", help="turn domain randomization off")
+    parser.add_argument("--dr", default=None, help="DR YAML (default: config/randomization/<robot>_<task>.yaml)")
+    parser.add_argument("--cameras", nargs="*", default=[], help="cameras to record, e.g. front")
+    parser.add_argument("--image-size", type=int, default=96, help="square image size [px]")
+    parser.add_argument("--max-attempts", type=int, default=None,
+                        help="give up after this many episodes (default: 2x --episodes + 10)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+
+
+def run(args) -> int:
+    import time
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from onboard.errors import OnboardError
+    from policies.dataset import LeRobotDatasetWriter, features_from_env
+    from sim.arm_env import TASKS, ArmEnv
+    from sim.experts import make_expert
+
+    if args.task not in TASKS:
+        raise OnboardError(f"unknown task '{args.task}'", field="--task", fix=f"use one of {list(TASKS)}")
+    if args.episodes < 1:
+        raise OnboardError(f"--episodes must be >= 1, got {args.episodes}", field="--episodes",
+                           fix="ask for at least one episode")
+    out = Path(args.out or f"runs/data/{args.task}")
+    dr = False if args.no_dr else (args.dr or True)
+    size = (args.image_size, args.image_size)
+    env = ArmEnv(args.task, dr=dr, seed=args.seed, cameras=tuple(args.cameras), image_size=size)
+    expert = make_expert(env)
+    features = features_from_env(env.obs_spec, env.profile.action_names, env.cameras, size)
+    instruction = env.spec_task.instruction
+    max_attempts = args.max_attempts or 2 * args.episodes + 10
+
+    t0 = time.perf_counter()
+    attempts = successes = steps = 0
+    routes: dict = {}
+    with LeRobotDatasetWriter(out, fps=env.control_hz, features=features, robot_type=env.profile.name,
+                              overwrite=args.overwrite) as writer:
+        bar = tqdm(total=args.episodes, desc=f"collect {args.task}", unit="ep")
+        while successes < args.episodes and attempts < max_attempts:
+            obs, info = env.reset(seed=args.seed * 100_003 + attempts)
+            expert.reset(seed=info["episode_seed"] % (2**32))
+            attempts += 1
+            while True:
+                action = expert.act(obs)
+                frame = {f"observation.{k}": v for k, v in obs.items() if not k.startswith("image.")}
+                for cam in env.cameras:
+                    frame[f"observation.images.{cam}"] = obs[f"image.{cam}"]
+                frame["action"] = action
+                writer.add_frame(frame, task=instruction)
+                obs, _, terminated, truncated, info = env.step(action)
+                steps += 1
+                if terminated or truncated:
+                    break
+            if info["success"]:
+                writer.save_episode()
+                successes += 1
+                routes[expert.route] = routes.get(expert.route, 0) + 1
+                bar.update(1)
+            else:
+                writer.discard_episode()
+            bar.set_postfix(success_rate=f"{successes / attempts:.2f}")
+        bar.close()
+    env.close()
+    wall = time.perf_counter() - t0
+    rate = successes / max(attempts, 1)
+    print(f"collect {args.task}: kept {successes} episodes of {attempts} "
+          f"(expert success rate {rate:.1%}), {steps} env steps in {wall:.1f} s "
+          f"({steps / max(wall, 1e-9):.0f} steps/s), DR {'off' if dr is False else 'on'}")
+    if any(r is not None for r in routes):
+        print(f"  routes: {routes}")
+    print(f"  dataset: {out.resolve()}")
+    if successes < args.episodes:
+        print(f"collect: only {successes}/{args.episodes} successful episodes after {attempts} attempts")
+        return 1
+    return 0
