@@ -380,8 +380,9 @@ class SafetyFilter:
         """Apply a mode-changing response (stop / damping / land / hold-as-mode)."""
         if resp == "stop":
             self.estop(reason)
-        elif resp in _FALLBACK_MODE:
+        elif resp in ("damping", "land"):
             self._enter_fallback(_FALLBACK_MODE[resp], reason, t)
+        # "hold" holds this command only (the caller returns the hold command); no latched mode.
 
     def _watchdog(self, t):
         if self._mode == ESTOP:
@@ -528,9 +529,10 @@ class SafetyFilter:
         # Back off along the segment from the brake step (inside [lo, hi]) to the best candidate:
         # every point of that segment is inside [lo, hi], so joint limits still hold.
         if not self._inside(self.kin.tcp_position(q1 + brake)):
-            # Moving out too fast to stop inside in one step: the joint limits win (documented);
-            # the CBF with its margin exists so that this does not happen.
-            return brake
+            # Moving out too fast to stop inside in one step: the joint limits win (documented).
+            # The least-squares result still heads back to the box as fast as the limits allow;
+            # the CBF (on by default) slows the approach so that this does not happen.
+            return wk
         a, b = 0.0, 1.0
         for _ in range(20):
             mid = 0.5 * (a + b)
