@@ -1,0 +1,211 @@
+"""The one policy runtime: raw observations in, safe commands out.
+
+``PolicyRuntime`` opens an artifact (``policies.artifact``), keeps the
+observation history, normalizes with the stats from the contract, samples an
+action chunk with the numpy DDIM loop (``policies.sampler``; the noise comes
+from a seeded numpy RNG and enters the graph as the ``sample`` input),
+unnormalizes it and executes it receding-horizon: ``action_horizon`` commands,
+then a new chunk. Optional temporal ensembling (ACT, Zhao et al. 2023) replans
+every step and averages the overlapping chunks' predictions for the current
+step with weights exp(-k * i), i = 0 for the oldest.
+
+A safety object (duck-typed, e.g. ``sim2real.safety.SafetyFilter``) is applied
+when given: ``filter_chunk(executed_part, state, t)`` on every new chunk and
+``filter(cmd, t, state)`` on every command returned. A non-finite observation
+never reaches the network: the runtime holds the last safe command (or the
+measured position), lets the filter see it, counts it, and replans once the
+observations are finite again.
+
+Sim evaluation, sim-to-sim and the ROS 2 policy node all call this class.
+Imports numpy, onnxruntime (through ``policies.artifact``) and onboard.spec.
+Never torch.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from onboard.errors import OnboardError
+from onboard.spec.contract import PolicyContract
+from onboard.spec.normalize import normalize, unnormalize
+from policies.artifact import DEFAULT_INTRA_OP_THREADS, load_artifact
+from policies.sampler import ddim_sample
+
+_TIMINGS_KEPT = 4096
+
+
+class PolicyRuntime:
+    def __init__(self, artifact: str | Path, robot=None, safety=None, num_steps: int | None = None,
+                 temporal_ensemble: float | None = None, seed: int = 0,
+                 intra_op_num_threads: int = DEFAULT_INTRA_OP_THREADS, spacing: str | None = None):
+        self.artifact = load_artifact(artifact, robot=robot, intra_op_num_threads=intra_op_num_threads)
+        self.contract: PolicyContract = self.artifact.contract
+        self.warnings = list(self.artifact.warnings)
+        c = self.contract
+        if c.policy_kind != "diffusion":
+            raise OnboardError(f"this runtime runs diffusion policies; the artifact is '{c.policy_kind}'",
+                               file=str(artifact), field="policy_kind", fix="use the runtime for that policy kind")
+        s = c.sampler
+        self.num_steps = int(num_steps if num_steps is not None else s.get("default_steps", 10))
+        if not 1 <= self.num_steps <= int(s["train_timesteps"]):
+            raise OnboardError(f"num_steps {self.num_steps} outside 1..{s['train_timesteps']}",
+                               field="num_steps", fix="pick a sampler step count the schedule allows")
+        self.spacing = spacing or s.get("spacing", "trailing")
+        self.clip_sample = float(s.get("clip_sample", 1.0))
+        self.alphas_cumprod = np.asarray(s["alphas_cumprod"], dtype=np.float64)
+        self.temporal_ensemble = temporal_ensemble
+        self.safety = safety
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._keys = c.observation["keys"]
+        self._obs_norm = c.observation.get("normalization", {})
+        self._act_norm = c.action.get("normalization", {"kind": "identity"})
+        self._dt_s = 1.0 / c.control_rate_hz
+        self.stats = {"chunks": 0, "commands": 0, "nonfinite_obs": 0, "holds": 0, "chunk_ms": deque(maxlen=_TIMINGS_KEPT)}
+        self.reset()
+
+    # ---- properties the callers read -------------------------------------------------------------
+    @property
+    def action_dim(self) -> int:
+        return self.contract.action_dim
+
+    @property
+    def obs_keys(self) -> list[str]:
+        return self.contract.obs_keys
+
+    # ---- observation handling --------------------------------------------------------------------
+    def obs_vector(self, obs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Normalized, concatenated observation (obs_dim,), in contract key order. May hold non-finite values."""
+        parts = []
+        for k in self._keys:
+            name = k["name"]
+            v = obs.get(name, obs.get(f"observation.{name}")) if isinstance(obs, Mapping) else None
+            if v is None:
+                raise OnboardError(f"observation '{name}' is missing (got {sorted(obs) if isinstance(obs, Mapping) else type(obs).__name__})",
+                                   field=f"observation.{name}", fix="feed every key the contract lists")
+            v = np.asarray(v, dtype=np.float32).reshape(-1)
+            if v.size != int(np.prod(k["shape"])):
+                raise OnboardError(f"observation '{name}' has {v.size} values, the contract says shape {k['shape']}",
+                                   field=f"observation.{name}", fix="check the observation builder")
+            st = self._obs_norm.get(name)
+            parts.append(normalize(v, st) if st else v)
+        return np.concatenate(parts).astype(np.float32)
+
+    def _push(self, vec: np.ndarray) -> None:
+        if not self._history:
+            self._history.extend([vec] * self.contract.obs_horizon)   # pad by repeating the first obs
+        else:
+            self._history.append(vec)
+
+    # ---- sampling -------------------------------------------------------------------------------
+    def _sample_normalized(self, obs_cond: np.ndarray) -> np.ndarray:
+        c = self.contract
+        noise = self._rng.standard_normal((1, c.pred_horizon, c.action_dim)).astype(np.float32)
+        t0 = time.perf_counter()
+        x = ddim_sample(self.artifact.denoise, noise, obs_cond[None, :], self.alphas_cumprod, self.num_steps,
+                        spacing=self.spacing, clip_sample=self.clip_sample)
+        self.stats["chunk_ms"].append((time.perf_counter() - t0) * 1e3)
+        self.stats["chunks"] += 1
+        return x[0]
+
+    def _chunk_from_history(self) -> np.ndarray:
+        return unnormalize(self._sample_normalized(np.concatenate(list(self._history))), self._act_norm)
+
+    def predict_chunk(self, obs_history: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray:
+        """Raw (pred_horizon, action_dim) chunk for a list of observation dicts (oldest first), unfiltered.
+        Shorter histories are padded by repeating the first; the runtime's own history is untouched."""
+        if not len(obs_history):
+            raise OnboardError("empty observation history", field="obs_history", fix="pass at least one observation")
+        vecs = [self.obs_vector(o) for o in obs_history][-self.contract.obs_horizon:]
+        vecs = [vecs[0]] * (self.contract.obs_horizon - len(vecs)) + vecs
+        if not np.all(np.isfinite(np.concatenate(vecs))):
+            raise OnboardError("non-finite observation", field="obs_history", fix="feed finite observations")
+        return unnormalize(self._sample_normalized(np.concatenate(vecs)), self._act_norm)
+
+    # ---- closed loop ----------------------------------------------------------------------------
+    def reset(self, state: Mapping | None = None, t: float = 0.0, seed: int | None = None) -> None:
+        """Start an episode: clear history and plan; ramp the safety filter in from ``state``."""
+        self._history: deque = deque(maxlen=self.contract.obs_horizon)
+        self._plan: deque = deque()
+        self._ensemble: list[tuple[int, np.ndarray]] = []   # (step planned at, executable actions)
+        self._step = 0
+        self._last_cmd: np.ndarray | None = None
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        if self.safety is not None and state is not None and hasattr(self.safety, "reset"):
+            self.safety.reset(state, t)
+
+    def _executable(self, chunk: np.ndarray) -> np.ndarray:
+        # The chunk's index obs_horizon-1 is the current step (training windows align the last
+        # observed frame with that index); the steps before it are in the past.
+        start = self.contract.obs_horizon - 1
+        return chunk[start:]
+
+    def _filter_chunk(self, part: np.ndarray, state, t: float) -> np.ndarray:
+        if self.safety is None or not hasattr(self.safety, "filter_chunk"):
+            return part
+        return np.asarray(self.safety.filter_chunk(part, state, t), dtype=np.float64)
+
+    def _hold_command(self, state) -> np.ndarray:
+        if self._last_cmd is not None:
+            return self._last_cmd.copy()
+        if state is not None and "q" in state:
+            return np.asarray(state["q"], dtype=np.float64).reshape(-1)[: self.action_dim].copy()
+        return np.full(self.action_dim, np.nan)
+
+    def act(self, obs: Mapping[str, np.ndarray], t: float | None = None, state: Mapping | None = None) -> np.ndarray:
+        """The next command (action_dim,), filtered by the safety object when one is set."""
+        t = self._step * self._dt_s if t is None else float(t)
+        if self.safety is not None and state is not None and hasattr(self.safety, "update_state"):
+            self.safety.update_state(state, t)
+        vec = self.obs_vector(obs)
+        if not np.all(np.isfinite(vec)):
+            self.stats["nonfinite_obs"] += 1
+            self.stats["holds"] += 1
+            self._plan.clear()          # the plan was made for a world we can no longer see: replan later
+            self._ensemble.clear()
+            cmd = self._hold_command(state)
+            if self.safety is not None:
+                cmd = np.asarray(self.safety.filter(cmd, t, state), dtype=np.float64)
+            elif not np.all(np.isfinite(cmd)):
+                raise OnboardError("non-finite observation before any command, with no state to hold",
+                                   field="obs", fix="pass state={'q': ...} or a safety filter")
+            return self._emit(cmd)
+        self._push(vec)
+
+        if self.temporal_ensemble is None:
+            if not self._plan:
+                part = self._executable(self._chunk_from_history())[: self.contract.action_horizon]
+                self._plan.extend(self._filter_chunk(part, state, t))
+            cmd = np.asarray(self._plan.popleft(), dtype=np.float64)
+        else:
+            part = self._filter_chunk(self._executable(self._chunk_from_history()), state, t)
+            self._ensemble.append((self._step, part))
+            self._ensemble = [(s, p) for s, p in self._ensemble if self._step - s < len(p)]
+            preds = np.stack([p[self._step - s] for s, p in self._ensemble])   # oldest first
+            w = np.exp(-float(self.temporal_ensemble) * np.arange(len(preds)))
+            cmd = (w[:, None] * preds).sum(0) / w.sum()
+        if self.safety is not None:
+            cmd = np.asarray(self.safety.filter(cmd, t, state), dtype=np.float64)
+        return self._emit(cmd)
+
+    def _emit(self, cmd: np.ndarray) -> np.ndarray:
+        self._step += 1
+        self.stats["commands"] += 1
+        if np.all(np.isfinite(cmd)):
+            self._last_cmd = cmd.copy()
+        return cmd
+
+    def timing_summary(self) -> dict:
+        ms = np.asarray(self.stats["chunk_ms"], dtype=float)
+        out = {"chunks": self.stats["chunks"], "commands": self.stats["commands"],
+               "nonfinite_obs": self.stats["nonfinite_obs"], "holds": self.stats["holds"],
+               "num_steps": self.num_steps}
+        if ms.size:
+            out.update({"chunk_ms_mean": float(ms.mean()), "chunk_ms_p50": float(np.percentile(ms, 50)),
+                        "chunk_ms_p99": float(np.percentile(ms, 99)), "chunk_ms_max": float(ms.max())})
+        return out
