@@ -182,7 +182,8 @@ def true_mounts(board: BoardSpec) -> dict:
         "T_base_target": make_T(np.diag([1.0, -1.0, -1.0]), [0.33 - bw / 2, bh / 2, 0.02]),
         # eye-to-hand: an overhead camera 1.1 m above the table, tilted towards the robot.
         "T_base_cam": look_at([0.75, 0.25, 1.05], [0.35, 0.0, 0.45], up=(-1.0, 0.0, 0.0)),
-        # The board is bolted to the flange, its face looking back along -z of the flange.
+        # The board is held on a bracket at the flange, its printed face looking along the flange's -z axis
+        # (up, towards the overhead camera, when the gripper points down). Robot links are not rendered.
         "T_gripper_target": make_T(rotvec_to_R([0.0, 0.0, 0.3]),
                                    -rotvec_to_R([0.0, 0.0, 0.3]) @ [bw / 2, bh / 2, 0.0] + [0.0, 0.0, 0.012]),
     }
