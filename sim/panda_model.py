@@ -206,6 +206,7 @@ def build_scene(profile: RobotProfile | None = None, obj: ObjectSpec = ObjectSpe
             raise ConfigError(f"unknown camera '{cam}'", field="cameras", fix=f"use {sorted(cam_poses)}")
         c = cam_poses[cam]
         camera = world.add_camera(name=cam, pos=c["pos"], fovy=45.0)
+        camera.alt.type = mujoco.mjtOrientation.mjORIENTATION_XYAXES
         camera.alt.xyaxes = c["xyaxes"]
 
     body = world.add_body(name="object", pos=[0.5, 0.0, obj.half_size[2]])

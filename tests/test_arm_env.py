@@ -75,6 +75,8 @@ def test_camera_image_is_rendered_when_asked(tmp_path):
         pytest.skip(f"offscreen rendering unavailable: {exc}")
     img = obs["image.front"]
     assert img.shape == (48, 64, 3) and img.dtype == np.uint8 and img.std() > 5
+    rgb = img.astype(int)
+    assert np.any(rgb[..., 0] > rgb[..., 1] + 60), "the red block is in view of the front camera"
     env.close()
 
 

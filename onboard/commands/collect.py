@@ -23,7 +23,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import os
     import time
+
+    os.environ.setdefault("MUJOCO_GL", "egl")   # offscreen rendering; must precede the mujoco import
     from pathlib import Path
 
     from tqdm import tqdm
