@@ -34,7 +34,7 @@ def reach_demos(episodes: int = 12, length: int = 30, seed: int = 0) -> TrainDat
 
 
 def tiny_config(**kw) -> TrainConfig:
-    base = dict(down_dims=(16, 32), n_groups=4, timestep_embed_dim=16, steps=30, batch_size=16,
-                warmup_steps=5, log_every=5, checkpoint_every=10, lr=1e-3)
+    base = dict(down_dims=(16, 32), n_groups=4, timestep_embed_dim=16, steps=30, batch_size=32,
+                warmup_steps=5, log_every=5, checkpoint_every=10, lr=3e-3, num_threads=1)
     base.update(kw)
     return TrainConfig(**base)

@@ -326,6 +326,7 @@ def train(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, resume: boo
 
     model.train()
     t0, start_step, running = time.perf_counter(), step, []
+    last_plot = t0
     bar = tqdm(total=cfg.steps, initial=step, desc="train diffusion", unit="step", disable=not progress,
                dynamic_ncols=True)
     while step < cfg.steps:
@@ -348,7 +349,9 @@ def train(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, resume: boo
         bar.update(1)
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             save_checkpoint_atomic(ckpt_path, payload())
-            plot_curve(history, out_dir / CURVE_NAME)
+            if time.perf_counter() - last_plot > 60.0:   # plotting costs ~0.5 s: keep it rare
+                plot_curve(history, out_dir / CURVE_NAME)
+                last_plot = time.perf_counter()
     bar.close()
     elapsed = time.perf_counter() - t0
     final = payload()
