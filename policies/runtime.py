@@ -12,9 +12,11 @@ step with weights exp(-k * i), i = 0 for the oldest.
 A safety object (duck-typed, e.g. ``sim2real.safety.SafetyFilter``) is applied
 when given: ``filter_chunk(executed_part, state, t)`` on every new chunk and
 ``filter(cmd, t, state)`` on every command returned. A non-finite observation
-never reaches the network: the runtime holds the last safe command (or the
-measured position), lets the filter see it, counts it, and replans once the
-observations are finite again.
+never reaches the network: it is counted, the plan is dropped, and the
+command is a hold: ``safety.filter(None, t, state)`` (no fresh command: the
+filter holds and its watchdog sees the gap) or, without a filter, the last
+command (or the measured position); the runtime replans once observations
+are finite again.
 
 Sim evaluation, sim-to-sim and the ROS 2 policy node all call this class.
 Imports numpy, onnxruntime (through ``policies.artifact``) and onboard.spec.
@@ -160,18 +162,17 @@ class PolicyRuntime:
     def act(self, obs: Mapping[str, np.ndarray], t: float | None = None, state: Mapping | None = None) -> np.ndarray:
         """The next command (action_dim,), filtered by the safety object when one is set."""
         t = self._step * self._dt_s if t is None else float(t)
-        if self.safety is not None and state is not None and hasattr(self.safety, "update_state"):
-            self.safety.update_state(state, t)
         vec = self.obs_vector(obs)
         if not np.all(np.isfinite(vec)):
             self.stats["nonfinite_obs"] += 1
             self.stats["holds"] += 1
             self._plan.clear()          # the plan was made for a world we can no longer see: replan later
             self._ensemble.clear()
-            cmd = self._hold_command(state)
             if self.safety is not None:
-                cmd = np.asarray(self.safety.filter(cmd, t, state), dtype=np.float64)
-            elif not np.all(np.isfinite(cmd)):
+                # No fresh command: the filter holds (and its watchdog sees the gap).
+                return self._emit(np.asarray(self.safety.filter(None, t, state), dtype=np.float64))
+            cmd = self._hold_command(state)
+            if not np.all(np.isfinite(cmd)):
                 raise OnboardError("non-finite observation before any command, with no state to hold",
                                    field="obs", fix="pass state={'q': ...} or a safety filter")
             return self._emit(cmd)
