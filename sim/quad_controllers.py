@@ -16,7 +16,7 @@ the policy sees), so the same controller can run next to the runtime on the
 robot, and it returns the env's normalized action.
 Batched: every array has a leading batch axis.
 
-Imports numpy only (plus the env's constants). Never imports policies.
+Imports numpy only (it runs on the robot next to the runtime). Never imports policies.
 """
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim.quad_env import MAX_RATES_RAD_S
-from sim.quadrotor import GRAVITY_M_S2
+GRAVITY_M_S2 = 9.81
+# The env's body-rate range (sim.quad_env.MAX_RATES_RAD_S); kept here as numbers so this
+# module stays numpy-only for the robot path.
+MAX_RATES_RAD_S = np.array([3.84, 3.84, 3.49])
 
 
 @dataclass

@@ -41,12 +41,12 @@ import gymnasium as gym
 import numpy as np
 
 from onboard.errors import ConfigError
-from sim.quadrotor import GRAVITY_M_S2, QuadrotorBatch
+from sim.quad_controllers import MAX_RATES_RAD_S
+from sim.quadrotor import QuadrotorBatch
 
 TASKS = ("hover", "track")
 TRAJECTORIES = ("figure8", "waypoints", "mixed")
 CONTROL_HZ = 100.0
-MAX_RATES_RAD_S = np.array([3.84, 3.84, 3.49])
 CRASH_SPEED_M_S = 0.5
 CRASH_TILT_RAD = 1.2
 ARENA = (np.array([-2.5, -2.5, 0.0]), np.array([2.5, 2.5, 3.0]))
