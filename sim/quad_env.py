@@ -162,14 +162,15 @@ class QuadVecEnv:
             return None
         if hasattr(dr, "new_episode"):
             return dr
-        from sim2real.quad_randomization import QuadDomainRandomizer, QuadDRConfig, load_quad_dr_config
+        import importlib   # sim2real sits above sim: resolved only when DR is asked for
+        rnd = importlib.import_module("sim2real.quad_randomization")
         if dr is True:
-            cfg = load_quad_dr_config(task=task)
-        elif isinstance(dr, QuadDRConfig):
+            cfg = rnd.load_quad_dr_config(task=task)
+        elif isinstance(dr, rnd.QuadDRConfig):
             cfg = dr
         else:
-            cfg = load_quad_dr_config(dr)
-        return QuadDomainRandomizer(cfg)
+            cfg = rnd.load_quad_dr_config(dr)
+        return rnd.QuadDomainRandomizer(cfg)
 
     def set_disturbances(self, idx, *, action_delay_steps=None, obs_delay_steps=None, pos_noise_std=None,
                          vel_noise_std=None, att_noise_std=None, wind_mean_m_s=None, gust_std_m_s=None,
