@@ -49,6 +49,7 @@ class SerialArmKinematics:
         tcp = np.eye(4)
         tcp[2, 3] = tcp_offset_m
         self._tail = tail @ tcp
+        self._K = None
 
     @classmethod
     def from_profile(cls, profile) -> "SerialArmKinematics":
@@ -75,16 +76,28 @@ class SerialArmKinematics:
             frames.append(T)
         return frames, T @ self._tail
 
+    def _link_transforms(self, q: np.ndarray) -> np.ndarray:
+        """(n, 4, 4): RotX(alpha) TransX(a) RotZ(q) TransZ(d) of every joint, built in one shot."""
+        if self._K is None:
+            K0, Kc, Ks = (np.zeros((self.n, 4, 4)) for _ in range(3))
+            for i in range(self.n):
+                C = self._const[i]
+                ca, sa, a, d = C[1, 1], C[2, 1], C[0, 3], self._d[i]
+                K0[i] = [[0, 0, 0, a], [0, 0, -sa, -sa * d], [0, 0, ca, ca * d], [0, 0, 0, 1]]
+                Kc[i] = [[1, 0, 0, 0], [0, ca, 0, 0], [0, sa, 0, 0], [0, 0, 0, 0]]
+                Ks[i] = [[0, -1, 0, 0], [ca, 0, 0, 0], [sa, 0, 0, 0], [0, 0, 0, 0]]
+            self._K = (K0, Kc, Ks)
+        K0, Kc, Ks = self._K
+        qn = q[: self.n]
+        return K0 + Kc * np.cos(qn)[:, None, None] + Ks * np.sin(qn)[:, None, None]
+
     def tcp_position(self, q: np.ndarray) -> np.ndarray:
         """TCP position (3,) in the base frame."""
-        c = np.cos(q[: self.n])
-        s = np.sin(q[: self.n])
-        T = np.eye(4)
-        rz = np.eye(4)
-        for i in range(self.n):
-            rz[0, 0] = c[i]; rz[0, 1] = -s[i]; rz[1, 0] = s[i]; rz[1, 1] = c[i]; rz[2, 3] = self._d[i]
-            T = T @ self._const[i] @ rz
-        return (T @ self._tail)[:3, 3]
+        M = self._link_transforms(q)
+        T = M[0]
+        for i in range(1, self.n):
+            T = T @ M[i]
+        return T[:3, :] @ self._tail[:, 3]
 
     def position_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(TCP position (3,), position Jacobian (3, n)) at ``q``."""

@@ -79,29 +79,37 @@ class JointStreamLimits:
         self.w_vel = self.vel * dt
         self.w_acc = self.acc * dt * dt
         self.w_jerk = self.jerk * dt ** 3
+        self._neg_w_vel = -self.w_vel
+        # _max_step runs on both sides at once: (lower room, upper room) stacked, so constants are doubled.
+        self._8_over_u = np.tile(8.0 / self.w_acc, 2)
+        self._half_u2 = np.tile(self.w_acc * 0.5, 2)
         self.jerk_never_binds = bool(np.all(self.jerk * dt >= 2.0 * self.acc * (1 - 1e-12)))
 
     def _max_step(self, room: np.ndarray) -> np.ndarray:
-        """Largest w >= 0 with f(w) <= room (room clipped at 0)."""
+        """Largest w >= 0 with f(w) <= room (room clipped at 0), element-wise."""
         R = np.maximum(room, 0.0)
-        u = self.w_acc
-        m = np.floor((np.sqrt(1.0 + 8.0 * R / u) - 1.0) / 2.0)
-        return (R + u * m * (m + 1.0) / 2.0) / (m + 1.0)
+        m = np.floor((np.sqrt(1.0 + R * self._8_over_u) - 1.0) * 0.5)
+        m1 = m + 1.0
+        return (R + self._half_u2 * m * m1) / m1
 
     def interval(self, q1, q2, q3):
         """[lo, hi] for the next step w given the last three outputs (q_{k-1}, q_{k-2}, q_{k-3})."""
         w1 = q1 - q2
-        w2 = q2 - q3
-        lo = self.hard_lo - q1
-        hi = self.hard_hi - q1
-        for l, h in ((-self.w_vel, self.w_vel),
-                     (-self._max_step(q1 - self.soft_lo), self._max_step(self.soft_hi - q1)),
-                     (w1 - self.w_acc, w1 + self.w_acc),
-                     (2.0 * w1 - w2 - self.w_jerk, 2.0 * w1 - w2 + self.w_jerk)):
+        c = w1 + w1 - (q2 - q3)
+        ms = self._max_step(np.concatenate((q1 - self.soft_lo, self.soft_hi - q1)))
+        n = q1.shape[0]
+        lows = (self.hard_lo - q1, self._neg_w_vel, -ms[:n], w1 - self.w_acc, c - self.w_jerk)
+        highs = (self.hard_hi - q1, self.w_vel, ms[n:], w1 + self.w_acc, c + self.w_jerk)
+        lo = np.maximum.reduce(lows)
+        hi = np.minimum.reduce(highs)
+        if (lo <= hi).all():          # no conflict: every limit holds at once (the usual case)
+            return lo, hi
+        lo, hi = lows[0], highs[0]   # conflict: intersect in priority order
+        for l, h in zip(lows[1:], highs[1:]):
             nl = np.maximum(lo, l)
             nh = np.minimum(hi, h)
             empty = nl > nh
-            if empty.any():   # conflict: keep the point of [lo, hi] nearest the lower-priority interval
+            if empty.any():   # keep the point of [lo, hi] nearest the lower-priority interval
                 p = np.where(l > hi, hi, lo)
                 nl = np.where(empty, p, nl)
                 nh = np.where(empty, p, nh)
@@ -199,7 +207,7 @@ class SafetyFilter:
         self._last_cmd_t = t
         if self.kind in ("arm", "humanoid"):
             q = self._measured_q()
-            self._hist = np.tile(q, (3, 1))
+            self._hist = (q.copy(), q.copy(), q.copy())
         else:
             self._last_out = self._hover_command()
         self._ready = True
@@ -262,7 +270,8 @@ class SafetyFilter:
             self._last_out = out
             return out.copy()
         out = self._filter_joints(cmd, t)
-        self._hist = np.vstack([out, self._hist[:2]])
+        h = self._hist
+        self._hist = (out, h[0], h[1])
         return out.copy()
 
     def filter_chunk(self, chunk, state: dict | None, t: float) -> np.ndarray:
@@ -344,7 +353,7 @@ class SafetyFilter:
         if q.shape[0] == D:
             out = q.copy()
         elif self.kind == "arm" and q.shape[0] == self.n_joints:
-            width = self._hist[0, -1] if self._hist is not None else 0.0
+            width = self._hist[0][-1] if self._hist is not None else 0.0
             out = np.r_[q, width]
         else:
             raise ContractError(f"state.q has {q.shape[0]} values, expected {D}", field="state.q",
@@ -364,7 +373,8 @@ class SafetyFilter:
 
     def _resume(self, t):
         if self.kind == "humanoid" and self._mode == DAMPING:
-            self._hist = np.tile(self._measured_q(), (3, 1))   # damping targets were the measured pose
+            q = self._measured_q()
+            self._hist = (q, q.copy(), q.copy())   # damping targets were the measured pose
         self._fallback_reason = None
         self._start_ramp(t)
         self._mode = RAMP_IN if self.env.ramp_in_s > 0 else RUN
@@ -434,8 +444,8 @@ class SafetyFilter:
         brake = np.clip(0.0, lo, hi)        # the step nearest to standing still
         if self._mode in (ESTOP, HOLD, LAND) or cmd is None:
             return q1 + brake
-        bad = ~np.isfinite(cmd)
-        if bad.any():
+        if not np.isfinite(cmd).all():
+            bad = ~np.isfinite(cmd)
             resp = self._r["nonfinite"]
             fixed = np.where(bad, q1, cmd)
             self._count("nonfinite", t, cmd, fixed)
@@ -445,8 +455,8 @@ class SafetyFilter:
             cmd = fixed
         cmd = self._ramp(cmd, t)
         w_cmd = cmd - q1
-        w = np.clip(w_cmd, lo, hi)
-        if np.any(w != w_cmd):
+        w = np.minimum(np.maximum(w_cmd, lo), hi)
+        if not (w == w_cmd).all():
             w = self._limit_response(w_cmd, w, lo, hi, brake, t)
             if self._mode == ESTOP:
                 return q1 + brake

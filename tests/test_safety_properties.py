@@ -97,7 +97,8 @@ def _in_limit_stream(f, data, n_steps):
         v_new = np.clip(v + 0.4 * lim.acc * frac[k] * dt, -0.4 * lim.vel, 0.4 * lim.vel)
         q_new = q + v_new * dt
         w = q_new - q
-        up, dn = lim._max_step(lim.soft_hi - q), lim._max_step(q - lim.soft_lo)
+        ms = lim._max_step(np.concatenate((q - lim.soft_lo, lim.soft_hi - q)))
+        dn, up = ms[:D], ms[D:]
         assume(np.all(w <= up - 1e-9) and np.all(-w <= dn - 1e-9))
         out.append(q_new)
         q, v = q_new, v_new
