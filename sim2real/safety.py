@@ -441,7 +441,7 @@ class SafetyFilter:
                 if self._mode == DAMPING:
                     return self._measured_q()
         lo, hi = lim.interval(q1, q2, q3)
-        brake = np.clip(0.0, lo, hi)        # the step nearest to standing still
+        brake = np.minimum(np.maximum(lo, 0.0), hi)   # the step nearest to standing still
         if self._mode in (ESTOP, HOLD, LAND) or cmd is None:
             return q1 + brake
         if not np.isfinite(cmd).all():
