@@ -347,3 +347,33 @@ def policy_act_fn(res: TrainResult):
             mu = res.model.actor(torch.as_tensor(res.obs_rms.normalize(obs))).numpy()
         return squash(mu, base, cfg)
     return act
+
+
+# ---------------------------------------------------------------- command line
+def main(argv=None) -> int:
+    """``python -m policies.ppo --mode residual --total-steps 500000 --out runs/quad/residual``
+    trains, saves ``<out>.pt``, exports ``<out>.onnx`` and prints the training wall time."""
+    import argparse
+    ap = argparse.ArgumentParser(description="PPO for the quadrotor (residual or scratch)")
+    ap.add_argument("--mode", default="residual", choices=["residual", "scratch"])
+    ap.add_argument("--total-steps", type=int, default=PPOConfig.total_steps)
+    ap.add_argument("--num-envs", type=int, default=PPOConfig.num_envs)
+    ap.add_argument("--residual-scale", type=float, default=PPOConfig.residual_scale)
+    ap.add_argument("--trajectory", default=PPOConfig.trajectory)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-dr", action="store_true")
+    ap.add_argument("--out", required=True, help="path prefix for <out>.pt and <out>.onnx")
+    a = ap.parse_args(argv)
+    cfg = PPOConfig(mode=a.mode, total_steps=a.total_steps, num_envs=a.num_envs, residual_scale=a.residual_scale,
+                    trajectory=a.trajectory, seed=a.seed, dr=not a.no_dr)
+    res = train(cfg, log=lambda line: print(line, flush=True))
+    ck = save_checkpoint(res, f"{a.out}.pt")
+    from policies.export_mlp import export_ppo_checkpoint
+    export_ppo_checkpoint(ck, f"{a.out}.onnx")
+    print(json.dumps({"checkpoint": str(ck), "artifact": f"{a.out}.onnx", "train_wall_s": round(res.wall_s, 1),
+                      "env_steps": res.env_steps}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

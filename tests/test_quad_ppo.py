@@ -69,3 +69,12 @@ def test_evaluation_counts_exactly_the_requested_episodes():
     out = evaluate(lambda obs, s: np.tile(s["env"].hover_action, (len(obs), 1)), episodes=3, task="hover",
                    dr=False, num_envs=2)
     assert out["episodes"] == 3 and 0 <= out["crash_rate"] <= 1
+
+
+def test_held_out_evaluation_runs_the_baseline_through_the_safety_filter():
+    from policies.quad_eval import rpy_from_rot6d, run_episodes
+    out = run_episodes("baseline", episodes=2, num_envs=2, safety=True)
+    assert out["episodes"] == 2 and out["safety_filter"].endswith("crazyflie2x.yaml")
+    assert out["safety_interventions"].get("ramp_in", 0) > 0      # the filter really sat in the path
+    rot = np.eye(3)[:, :2].T.reshape(1, 6)
+    assert np.allclose(rpy_from_rot6d(rot), 0)
