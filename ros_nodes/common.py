@@ -260,3 +260,34 @@ def read_diagnostic(status) -> dict:
            "message": status.message, "name": status.name}
     out.update({kv.key: kv.value for kv in status.values})
     return out
+
+
+# ---- executors --------------------------------------------------------------------
+
+EXECUTORS = ("events", "single")
+
+
+def make_executor(kind: str = "events"):
+    """EventsExecutor or SingleThreadedExecutor. Never MultiThreadedExecutor (DESIGN §4)."""
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+        return EventsExecutor()
+    if kind == "single":
+        from rclpy.executors import SingleThreadedExecutor
+        return SingleThreadedExecutor()
+    raise ValueError(f"executor {kind!r}: use one of {EXECUTORS}")
+
+
+def spin_until_shutdown(executor, node=None) -> None:
+    """Spin in short slices until the context shuts down (SIGINT) or ``node.stop_requested``.
+
+    ``spin_once`` slices instead of ``spin()``: EventsExecutor.spin() in rclpy
+    7.1 did not service timers on a STEADY_TIME clock here, spin_once does.
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    try:
+        while rclpy.ok() and not getattr(node, "stop_requested", False):
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
