@@ -141,7 +141,9 @@ def main(argv=None) -> int:
            command=f".venv/bin/python bench/bench_ros_images.py --frames {a.frames}",
            notes=("Fast DDS 2.14 (rmw_fastrtps_cpp, Jazzy). latency = receive wall time - header stamp. "
                   "The shipped profile config/fastdds/large_shm.xml is what launch/*.launch.yaml set via "
-                  "FASTRTPS_DEFAULT_PROFILES_FILE."),
+                  "FASTRTPS_DEFAULT_PROFILES_FILE."
+                  f" 1-min load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+                  "(figures on a machine shared with other jobs are upper bounds)."),
            write=not a.no_write)
     return 0
 

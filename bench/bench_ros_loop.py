@@ -184,7 +184,9 @@ def main(argv=None) -> int:
            notes=("Two processes over Fast DDS (localhost), driver /joint_states at 500 Hz. "
                   "rtt = driver publish -> controller echo received by the driver; rtt/2 estimates one way. "
                   "in_node = callback entry -> publish returned. Targets: p99 period error < 1 ms, "
-                  "latency < 2 ms (DESIGN §8). MultiThreadedExecutor is excluded by design."),
+                  "latency < 2 ms (DESIGN §8). MultiThreadedExecutor is excluded by design."
+                  f" 1-min load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+                  "(figures on a machine shared with other jobs are upper bounds)."),
            write=not a.no_write)
     return 0
 
