@@ -9,6 +9,11 @@ Owns the on-disk format of demonstrations::
     data/chunk-000/file-000.parquet          one row per frame
     videos/<video_key>/chunk-000/file-NNN.mp4   one file per episode (H.264, imageio-ffmpeg's ffmpeg)
 
+Videos are encoded here from the frames of an episode, or, with
+``streamed_videos=True``, by the caller while it records (``policies.recorder``
+streams frames into ffmpeg on a worker thread); ``save_episode(videos=...)``
+then renames the finished temporary mp4 into place.
+
 Episodes are finalized atomically: every file is written to a temporary path
 and renamed, data first and ``meta/`` last, so a crash loses at most the open
 episode. The reader trusts ``meta/episodes`` and ignores rows of episodes it
@@ -123,6 +128,16 @@ class _RunningStats:
             self.min, self.max = np.minimum(self.min, lo), np.maximum(self.max, hi)
         self.n += x.shape[0]
 
+    def merge(self, other: "_RunningStats") -> None:
+        if other.n == 0:
+            return
+        if self.n == 0:
+            self.sum, self.sumsq, self.min, self.max = other.sum, other.sumsq, other.min, other.max
+        else:
+            self.sum, self.sumsq = self.sum + other.sum, self.sumsq + other.sumsq
+            self.min, self.max = np.minimum(self.min, other.min), np.maximum(self.max, other.max)
+        self.n += other.n
+
     def to_json(self) -> dict:
         mean = self.sum / self.n
         std = np.sqrt(np.maximum(self.sumsq / self.n - mean * mean, 0.0))
@@ -130,11 +145,26 @@ class _RunningStats:
                 "std": std.tolist(), "count": [int(self.n)]}
 
 
+@dataclass
+class EncodedVideo:
+    """A finished temporary mp4 of one episode, made by the caller (``streamed_videos=True``).
+
+    ``path`` must be on the dataset's filesystem (it is renamed into place);
+    ``stats`` holds per-channel values in [0, 1] (``RunningStats`` over pixels).
+    """
+    path: Path
+    n_frames: int
+    stats: "_RunningStats"
+
+
 class LeRobotDatasetWriter:
-    """Append frames, then ``save_episode()`` (atomic) or ``discard_episode()``; ``close()`` at the end."""
+    """Append frames, then ``save_episode()`` (atomic) or ``discard_episode()``; ``close()`` at the end.
+
+    ``extra_info`` is merged into ``meta/info.json`` (e.g. ``{"onboard": {"task": "push"}}``).
+    """
 
     def __init__(self, root, fps: float, features: dict, robot_type: str = "franka_panda",
-                 overwrite: bool = False):
+                 overwrite: bool = False, *, streamed_videos: bool = False, extra_info: dict | None = None):
         self.root = Path(root)
         if (self.root / "meta" / "info.json").exists():
             if not overwrite:
@@ -161,16 +191,20 @@ class LeRobotDatasetWriter:
         self._stats = {k: _RunningStats() for k in self.features}
         self._open: list[tuple[dict, str]] = []
         self._closed = False
+        self.streamed_videos = bool(streamed_videos)
+        self.extra_info = dict(extra_info or {})
 
     # ------------------------------------------------------------ frames
     def add_frame(self, frame: dict, task: str) -> None:
-        missing = [k for k in self.features if k not in frame and k not in DEFAULT_FEATURES]
+        missing = [k for k in self.features if k not in frame and k not in DEFAULT_FEATURES
+                   and not (self.streamed_videos and k in self.video_keys)]
         if missing:
             raise OnboardError(f"frame lacks features {missing}", field=missing[0],
                                fix="pass every feature declared when the writer was made")
         clean = {}
         for key, value in frame.items():
-            if key not in self.features or key in DEFAULT_FEATURES:
+            if key not in self.features or key in DEFAULT_FEATURES or (
+                    self.streamed_videos and key in self.video_keys):
                 raise OnboardError(f"'{key}' is not a declared feature", field=key,
                                    fix=f"declare it in features (known: {sorted(self.features)})")
             ft = self.features[key]
@@ -191,11 +225,25 @@ class LeRobotDatasetWriter:
         self._open = []
 
     # ------------------------------------------------------------ episodes
-    def save_episode(self) -> int:
-        """Write the open episode atomically; returns its episode index."""
+    def save_episode(self, videos: dict | None = None, extra: dict | None = None) -> int:
+        """Write the open episode atomically; returns its episode index.
+
+        ``videos``: ``{video_key: EncodedVideo}``, required for every video key when the
+        writer was made with ``streamed_videos=True``. ``extra``: more columns for this
+        episode's row in ``meta/episodes`` (e.g. the recorder's dropped-frame counts).
+        """
         if not self._open:
             raise OnboardError("no frames in the open episode", field="add_frame",
                                fix="add frames before save_episode()")
+        if self.streamed_videos:
+            lacking = [k for k in self.video_keys if k not in (videos or {})]
+            if lacking:
+                raise OnboardError(f"no encoded video for {lacking}", field="videos",
+                                   fix="pass save_episode(videos={key: EncodedVideo(...)}) for every video key")
+            short = [k for k in self.video_keys if videos[k].n_frames != len(self._open)]
+            if short:
+                raise OnboardError(f"video frame count differs from the {len(self._open)} rows for {short}",
+                                   field="videos", fix="encode exactly one video frame per row")
         ep = len(self.episodes)
         n = len(self._open)
         start = self.total_frames
@@ -228,14 +276,21 @@ class LeRobotDatasetWriter:
                   "dataset_from_index": start, "dataset_to_index": start + n,
                   "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0}
         for key in self.video_keys:
-            frames = np.stack([f[key] for f, _ in self._open])
             rel = VIDEO_PATH.format(video_key=key, chunk_index=ep // CHUNKS_SIZE, file_index=ep % CHUNKS_SIZE)
-            _encode_mp4(self.root / rel, frames, self.fps)
+            if self.streamed_videos:
+                (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(videos[key].path, self.root / rel)
+                self._stats[key].merge(videos[key].stats)
+            else:
+                frames = np.stack([f[key] for f, _ in self._open])
+                _encode_mp4(self.root / rel, frames, self.fps)
             record.update({f"videos/{key}/chunk_index": ep // CHUNKS_SIZE,
                            f"videos/{key}/file_index": ep % CHUNKS_SIZE,
                            f"videos/{key}/from_timestamp": 0.0,
                            f"videos/{key}/to_timestamp": n / self.fps})
-            self._stats[key].add(frames.reshape(-1, 3).astype(np.float64) / 255.0)
+            if not self.streamed_videos:
+                self._stats[key].add(frames.reshape(-1, 3).astype(np.float64) / 255.0)
+        record.update(extra or {})
         for k, v in cols.items():
             self._stats[k].add(v.reshape(n, -1).astype(np.float64))
 
@@ -262,7 +317,7 @@ class LeRobotDatasetWriter:
         root = self.root
         _write_table(root / "meta" / "tasks.parquet",
                      pa.table({"task": list(self.tasks), "task_index": list(self.tasks.values())}))
-        keys = list(self.episodes[0])
+        keys = list(dict.fromkeys(k for e in self.episodes for k in e))
         table = pa.table({k: [e.get(k) for e in self.episodes] for k in keys})
         _write_table(root / EPISODES_PATH, table)
         stats = {}
@@ -282,7 +337,7 @@ class LeRobotDatasetWriter:
                 "chunks_size": CHUNKS_SIZE, "data_files_size_in_mb": 100, "video_files_size_in_mb": 500,
                 "fps": self.fps, "splits": {"train": f"0:{n_ep}"},
                 "data_path": DATA_PATH, "video_path": VIDEO_PATH if self.video_keys else None,
-                "features": self.features}
+                "features": self.features, **self.extra_info}
 
     def close(self) -> None:
         """Drop an unsaved episode and write the final meta files."""
@@ -441,3 +496,6 @@ def load_dataset(root) -> LeRobotDataset:
                            file=str(ep_path), field="length", fix="re-collect the dataset")
     return LeRobotDataset(root=root, info=info, stats=stats, episodes=episodes, tasks=tasks,
                           columns=cols, episode_index=ep_index)
+
+
+RunningStats = _RunningStats      # public name for callers that stream videos (policies.recorder)
