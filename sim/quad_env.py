@@ -23,7 +23,7 @@ columns of the body-to-world rotation), ``body_rates_rad_s`` (3, gyro),
 ``last_action`` (4, the previous normalized action). Measurements are delayed
 by the observation FIFO and noisy when DR says so; the reference is "now".
 
-Reward per step: ``0.5 - |e_p| - 0.05 |v - v_ref| - 0.01 |omega| - 0.02 |a - a_prev|^2``;
+Reward per step: ``max(0.5 - |e_p| - 0.05 |v - v_ref| - 0.01 |omega| - 0.02 |a - a_prev|^2, 0) + 0.1``;
 a crash adds -10 and terminates. Crash = ground contact faster than
 ``CRASH_SPEED_M_S``, tilt above ``CRASH_TILT_RAD``, or leaving ``ARENA``.
 A slow touch-down also terminates (``info["landed"]``) but is not a crash.
@@ -318,7 +318,9 @@ class QuadVecEnv:
         e_v = np.linalg.norm(self.sim.vel - vref, axis=1)
         rate = np.linalg.norm(self.sim.omega_body, axis=1)
         da = np.sum((action - self.last_action) ** 2, axis=1)
-        reward = 0.5 - e_p - 0.05 * e_v - 0.01 * rate - 0.02 * da
+        # Floored at 0 plus an alive bonus, so surviving always beats crashing (a from-scratch
+        # policy far from the reference must not learn that ending the episode pays).
+        reward = np.maximum(0.5 - e_p - 0.05 * e_v - 0.01 * rate - 0.02 * da, 0.0) + 0.1
         self.last_action = action
         self.sq_err_sum += e_p**2
         tilt = np.arccos(np.clip(self.sim.rotation()[:, 2, 2], -1.0, 1.0))
