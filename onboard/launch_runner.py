@@ -43,6 +43,8 @@ PACKAGE = "onboard"
 ONBOARD_EXECUTABLES = {
     "policy_node": "ros_nodes.policy_node",
     "sim_node": "ros_nodes.sim_node",
+    "teleop_node": "ros_nodes.teleop_node",
+    "recorder_node": "ros_nodes.recorder_node",
 }
 SHUTDOWN_SIGINT_S = 2.5     # then SIGTERM
 SHUTDOWN_SIGTERM_S = 1.5    # then SIGKILL; total stays under 5 s
@@ -429,6 +431,8 @@ def _node_spec(body: dict, ctx: _Context, fld: str, req, opt) -> ProcessSpec:
                 text = "[" + ", ".join(substitute(v, ctx, f"{pf}.value") for v in value) + "]"
             else:
                 text = substitute(value, ctx, f"{pf}.value")
+            if text == "":
+                text = "''"    # rcl cannot parse 'name:=' (empty); an empty YAML string is what ros2 launch passes
             ros += ["-p", f"{pname}:={text}"]
         else:
             raise _err(ctx.file, pf, "a param needs name and value, or from", "write '- {name: x, value: y}'")
