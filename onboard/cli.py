@@ -22,6 +22,8 @@ VERBS = {
     "launch": "onboard.commands.launch",
     "bench": "onboard.commands.bench",
     "calibrate": "onboard.commands.calibrate",
+    "replay": "onboard.commands.replay",
+    "dataset": "onboard.commands.dataset",
 }
 
 
