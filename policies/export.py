@@ -110,7 +110,7 @@ def build_contract(ckpt: dict, profile, *, onnx_name: str, safety_envelope: dict
         sampler={"kind": "ddim", "prediction_type": "epsilon", "eta": 0.0,
                  "train_timesteps": int(cfg["num_train_timesteps"]), "beta_schedule": cfg["beta_schedule"],
                  "alphas_cumprod": alphas_cumprod_for(cfg["num_train_timesteps"], cfg["beta_schedule"]).tolist(),
-                 "spacing": "trailing", "clip_sample": 1.0,
+                 "spacing": "leading", "clip_sample": 1.0,
                  "default_steps": DEFAULT_STEPS, "few_steps": FEW_STEPS},
         graphs={"denoiser": {"file": onnx_name, "opset": OPSET,
                              "inputs": {"sample": ["batch", tp, action_dim], "timestep": ["batch"],

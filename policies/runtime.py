@@ -56,7 +56,7 @@ class PolicyRuntime:
         if not 1 <= self.num_steps <= int(s["train_timesteps"]):
             raise OnboardError(f"num_steps {self.num_steps} outside 1..{s['train_timesteps']}",
                                field="num_steps", fix="pick a sampler step count the schedule allows")
-        self.spacing = spacing or s.get("spacing", "trailing")
+        self.spacing = spacing or s.get("spacing", "leading")
         self.clip_sample = float(s.get("clip_sample", 1.0))
         self.alphas_cumprod = np.asarray(s["alphas_cumprod"], dtype=np.float64)
         self.temporal_ensemble = temporal_ensemble

@@ -13,10 +13,16 @@ DDIM (Song et al., 2021) with eta = 0 over a subset of the K train steps:
 
 with a = alphas_cumprod, and a_prev = 1 after the last step (so the result is
 x0_hat). The initial noise is an input, so a seeded RNG makes a chunk
-reproducible. ``trailing`` spacing (Lin et al., 2024, "Common diffusion noise
-schedules and sample steps are flawed") always starts at the last train step
-t = T-1, which is what makes few-step sampling (<= 4) work; ``leading`` is the
-original DDIM spacing, kept for comparison.
+reproducible.
+
+Timestep spacing: ``leading`` is the original DDIM grid (t = 0, T/K, 2T/K, ...;
+K=4 visits 75, 50, 25, 0); ``trailing`` (Lin et al., 2024) starts at the last
+train step (99, 74, 49, 24). Trailing is the usual advice for few steps, but
+on our push policy (150 demos; 60 DR episodes per figure, no safety filter)
+leading won: 4 steps 50/60 vs 35/60, 3 steps 37/60 vs 26/60, 10 steps 59/60 vs
+56/60. With x0 clipped to [-1, 1] skipping the top of the schedule costs
+little, while ending at t = 0 adds a final near-clean refinement. So leading is
+the default; both stay selectable and the contract records which one.
 
 This module imports only numpy. Never torch.
 """
@@ -26,11 +32,11 @@ from typing import Callable
 
 import numpy as np
 
-SPACINGS = ("trailing", "leading")
+SPACINGS = ("leading", "trailing")
 Denoiser = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
-def ddim_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "trailing") -> np.ndarray:
+def ddim_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "leading") -> np.ndarray:
     """The K train-step indices DDIM visits, from the noisiest down (int64, strictly decreasing)."""
     T, K = int(num_train_timesteps), int(num_steps)
     if not 1 <= K <= T:
@@ -45,7 +51,7 @@ def ddim_timesteps(num_train_timesteps: int, num_steps: int, spacing: str = "tra
 
 
 def ddim_sample(denoiser: Denoiser, noise: np.ndarray, obs_cond: np.ndarray,
-                alphas_cumprod: np.ndarray, num_steps: int, *, spacing: str = "trailing",
+                alphas_cumprod: np.ndarray, num_steps: int, *, spacing: str = "leading",
                 clip_sample: float = 1.0) -> np.ndarray:
     """Denoise ``noise`` (B, Tp, Da) into a normalized action chunk, conditioned on ``obs_cond`` (B, C)."""
     ac = np.asarray(alphas_cumprod, dtype=np.float64)

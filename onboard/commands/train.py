@@ -1,7 +1,8 @@
 """``onboard train``: train a policy on a recorded dataset (diffusion BC today).
 
-Defaults are the demo's: a (32, 64, 128) U-Net, batch 64, 8000 steps, which
-train in about 6 minutes on 2 CPU cores (see README / docs/benchmarks.md).
+Defaults are the demo's: a (32, 64, 128) U-Net (1.2 M parameters), batch 64,
+6000 steps, which train in about 6-7 minutes on 2 CPU cores (14-24 steps/s
+measured, depending on how busy the cores are).
 Observation keys default to every 1-D observation except velocities (see
 ``policies.diffusion.train.default_obs_keys`` for why).
 """
@@ -15,7 +16,7 @@ def add_arguments(p):
     p.add_argument("--policy", default="diffusion", help=f"policy kind (known: {', '.join(POLICIES)})")
     p.add_argument("--dataset", required=True, help="dataset folder written by `onboard collect`")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 8000)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 6000)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default 64)")
     p.add_argument("--obs-keys", default=None,
                    help="comma-separated observation keys (default: all 1-D keys except velocities)")
@@ -25,7 +26,11 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import os
     from pathlib import Path
+
+    # Before torch loads OpenMP: spinning threads stall badly when the two cores are shared.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from onboard.errors import OnboardError
 
