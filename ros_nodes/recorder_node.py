@@ -76,7 +76,11 @@ def _make_node():
     class RecorderNode(Node):
         def __init__(self):
             super().__init__("recorder_node")
-            p = self.declare_parameter
+            from rcl_interfaces.msg import ParameterDescriptor
+            loose = ParameterDescriptor(dynamic_typing=True)     # fps:=10 and fps:=10.0 both work
+
+            def p(name, default):
+                return self.declare_parameter(name, default, loose)
             self.output = p("output", "runs/data/teleop").value
             self.fps = float(p("fps", 10.0).value)
             robot = p("robot", "franka_panda").value

@@ -54,7 +54,11 @@ def _make_node():
     class TeleopNode(Node):
         def __init__(self):
             super().__init__("teleop_node")
-            p = self.declare_parameter
+            from rcl_interfaces.msg import ParameterDescriptor
+            loose = ParameterDescriptor(dynamic_typing=True)     # fps:=10 and fps:=10.0 both work
+
+            def p(name, default):
+                return self.declare_parameter(name, default, loose)
             self.kind = p("input", "gamepad").value
             robot = p("robot", "franka_panda").value
             safety_config = p("safety_config", "").value

@@ -20,9 +20,52 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-attempts", type=int, default=None,
                         help="give up after this many episodes (default: 2x --episodes + 10)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    parser.add_argument("--teleop", choices=("keyboard", "gamepad", "spacemouse", "leader"), default=None,
+                        help="record human teleoperation instead of the scripted expert: runs "
+                             "launch/teleop_sim.launch.yaml (sim_node + teleop_node + recorder_node)")
+    parser.add_argument("--leader-calibration", default="", help="--teleop leader: YAML with signs and zero offsets")
+    parser.add_argument("--fps", type=float, default=10.0, help="--teleop: recording rate [Hz]")
+
+
+def run_teleop(args) -> int:
+    """Teleoperation: the launch file runs the nodes; with --teleop keyboard this terminal is the keyboard."""
+    import threading
+
+    from onboard.launch_runner import Supervisor, load_launch
+    from onboard.paths import REPO_ROOT
+    from sim.arm_env import TASK_SPECS, TASKS
+
+    from onboard.errors import OnboardError
+    if args.task not in TASKS:
+        raise OnboardError(f"unknown task '{args.task}'", field="--task", fix=f"use one of {list(TASKS)}")
+    out = args.out or f"runs/data/teleop_{args.task}"
+    launch_args = {"input": args.teleop, "output": str(out), "task": args.task, "seed": str(args.seed),
+                   "dr": "false" if args.no_dr else "true", "overwrite": str(bool(args.overwrite)).lower(),
+                   "instruction": TASK_SPECS[args.task].instruction, "fps": f"{args.fps:g}",
+                   "camera": "true" if args.cameras else "false",
+                   "image_width": str(args.image_size), "image_height": str(args.image_size),
+                   "leader_calibration": args.leader_calibration}
+    specs = load_launch(REPO_ROOT / "launch" / "teleop_sim.launch.yaml", launch_args)
+    sup = Supervisor(specs)
+    print(f"collect --teleop {args.task} with {args.teleop} -> {out}; episodes: Start/Y/Back buttons "
+          "(keyboard: b/n/x) or `ros2 service call /recorder_node/start std_srvs/srv/Trigger`")
+    if args.teleop != "keyboard":
+        return sup.run()
+    from ros_nodes.teleop_node import keyboard_main
+    code = {}
+    t = threading.Thread(target=lambda: code.setdefault("rc", sup.run()), daemon=True)
+    t.start()
+    try:
+        keyboard_main([])
+    finally:
+        sup.request_stop("keyboard reader ended")
+        t.join(timeout=15)
+    return code.get("rc", 0)
 
 
 def run(args) -> int:
+    if getattr(args, "teleop", None):
+        return run_teleop(args)
     import os
     import time
 
