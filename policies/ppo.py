@@ -62,6 +62,7 @@ class PPOConfig:
     seed: int = 0
     torch_threads: int = 2
     log_every: int = 10                  # updates
+    max_wall_s: float = 0.0              # > 0: stop (and keep the model) after this much training time
 
     def validate(self) -> None:
         if self.mode not in ("residual", "scratch"):
@@ -253,6 +254,9 @@ def train(cfg: PPOConfig, log=print) -> TrainResult:
         adv, ret = ro.advantages(last_val, cfg.gamma, cfg.gae_lambda)
         stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng)
         res.env_steps = (upd + 1) * cfg.num_envs * cfg.num_steps
+        if cfg.max_wall_s > 0 and time.perf_counter() - t0 > cfg.max_wall_s:
+            log(json.dumps({"stopped": "max_wall_s", "update": upd + 1, "env_steps": res.env_steps}))
+            break
         if ep_ret and ((upd + 1) % cfg.log_every == 0 or upd == n_updates - 1):
             row = {"update": upd + 1, "env_steps": res.env_steps, "wall_s": round(time.perf_counter() - t0, 1),
                    "return": float(np.mean(ep_ret)), "rmse_m": float(np.mean(ep_rmse)),
@@ -361,11 +365,12 @@ def main(argv=None) -> int:
     ap.add_argument("--residual-scale", type=float, default=PPOConfig.residual_scale)
     ap.add_argument("--trajectory", default=PPOConfig.trajectory)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-wall-s", type=float, default=0.0, help="stop after this much training time")
     ap.add_argument("--no-dr", action="store_true")
     ap.add_argument("--out", required=True, help="path prefix for <out>.pt and <out>.onnx")
     a = ap.parse_args(argv)
     cfg = PPOConfig(mode=a.mode, total_steps=a.total_steps, num_envs=a.num_envs, residual_scale=a.residual_scale,
-                    trajectory=a.trajectory, seed=a.seed, dr=not a.no_dr)
+                    trajectory=a.trajectory, seed=a.seed, dr=not a.no_dr, max_wall_s=a.max_wall_s)
     res = train(cfg, log=lambda line: print(line, flush=True))
     ck = save_checkpoint(res, f"{a.out}.pt")
     from policies.export_mlp import export_ppo_checkpoint
