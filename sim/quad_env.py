@@ -132,8 +132,7 @@ class QuadVecEnv:
         self.action_spec = action_spec(self.max_thrust_n)
         self.obs_dim, self.action_dim = OBS_DIM, 4
         self.randomizer = self._make_randomizer(dr, task)
-        self.seed = seed
-        self._rngs = [np.random.default_rng([seed, i]) for i in range(self.num_envs)]
+        self._seed_all(seed)
         n = self.num_envs
         # Disturbance and sensor knobs (the randomizer writes these per episode).
         self.action_delay_steps = np.zeros(n, int)
@@ -217,10 +216,15 @@ class QuadVecEnv:
         return pos, vel, acc
 
     # ---- reset --------------------------------------------------------------------------------
+    def _seed_all(self, seed: int) -> None:
+        """Per-slot generators for episode draws; one more for the per-step noise and gusts."""
+        self.seed = seed
+        self._rngs = [np.random.default_rng([seed, i]) for i in range(self.num_envs)]
+        self.sim.rng = np.random.default_rng([seed, self.num_envs, 0x51])
+
     def reset(self, seed: int | None = None):
         if seed is not None:
-            self.seed = seed
-            self._rngs = [np.random.default_rng([seed, i]) for i in range(self.num_envs)]
+            self._seed_all(seed)
         self._reset_envs(np.arange(self.num_envs))
         return self._observe(), {}
 

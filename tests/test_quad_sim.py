@@ -124,6 +124,7 @@ def test_same_seed_gives_the_same_randomized_episode_and_a_new_seed_does_not():
             out.append(obs)
         return np.array(out), env.sim.kf.copy(), env.action_delay_steps.copy()
     a, kf_a, d_a = rollout(3)
+    assert not np.array_equal(a[1:, :, :3], rollout(4)[0][1:, :, :3])   # noise streams differ too
     b, kf_b, _ = rollout(3)
     c, kf_c, _ = rollout(4)
     assert np.array_equal(a, b) and np.array_equal(kf_a, kf_b)
