@@ -33,15 +33,19 @@ from policies.export import FEW_STEPS, export_onnx  # noqa: E402
 from policies.sampler import ddim_sample  # noqa: E402
 
 
-def time_chunk(denoiser, noise, cond, ac, k, repeats) -> float:
-    for _ in range(3):
-        ddim_sample(denoiser, noise, cond, ac, k)
-    times = []
+def time_interleaved(denoisers: dict, noise, cond, ac, k, repeats) -> dict:
+    """Median and min ms per chunk for each denoiser, run round-robin so that all of them see the
+    same background load (the 2 cores here are shared with other jobs)."""
+    for fn in denoisers.values():
+        for _ in range(2):
+            ddim_sample(fn, noise, cond, ac, k)
+    times = {name: [] for name in denoisers}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        ddim_sample(denoiser, noise, cond, ac, k)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
+        for name, fn in denoisers.items():
+            t0 = time.perf_counter()
+            ddim_sample(fn, noise, cond, ac, k)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: (float(np.median(v)), float(np.min(v))) for name, v in times.items()}
 
 
 def main() -> int:
@@ -80,22 +84,30 @@ def main() -> int:
             with torch.inference_mode():
                 return model(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(c)).numpy()
 
+        def torch_denoiser(threads):
+            def call(x, t, c):
+                torch.set_num_threads(threads)
+                with torch.inference_mode():
+                    return model(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(c)).numpy()
+            return call
+
+        denoisers = {"ort1": ort_denoiser(sessions[1]), "ort2": ort_denoiser(sessions[2]),
+                     "torch1": torch_denoiser(1), "torch2": torch_denoiser(2)}
         rows = []
         for k in (FEW_STEPS, 10, 100):
             reps = args.repeats if k <= 10 else max(5, args.repeats // 10)
-            ort_ms = {n: time_chunk(ort_denoiser(s), noise, cond, ac, k, reps) for n, s in sessions.items()}
-            torch_ms = {}
-            for n in (1, 2):
-                torch.set_num_threads(n)
-                torch_ms[n] = time_chunk(torch_denoiser, noise, cond, ac, k, reps)
-            best, best_torch = min(ort_ms.values()), min(torch_ms.values())
-            rows.append({"sampler steps": k, "ORT 1 thread ms/chunk": ort_ms[1], "ORT 2 threads ms/chunk": ort_ms[2],
-                         "torch eager 1 thread ms/chunk": torch_ms[1], "torch eager 2 threads ms/chunk": torch_ms[2],
-                         "speedup (best torch / best ORT)": best_torch / best})
+            m = time_interleaved(denoisers, noise, cond, ac, k, reps)
+            best_ort = min(m["ort1"][0], m["ort2"][0])
+            best_torch = min(m["torch1"][0], m["torch2"][0])
+            rows.append({"sampler steps": k, "ORT 1 thread ms (median/min)": f"{m['ort1'][0]:.2f} / {m['ort1'][1]:.2f}",
+                         "ORT 2 threads ms": f"{m['ort2'][0]:.2f} / {m['ort2'][1]:.2f}",
+                         "torch eager 1 thread ms": f"{m['torch1'][0]:.2f} / {m['torch1'][1]:.2f}",
+                         "torch eager 2 threads ms": f"{m['torch2'][0]:.2f} / {m['torch2'][1]:.2f}",
+                         "speedup (best torch / best ORT, medians)": best_torch / best_ort})
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     notes = (f"Model: 1-D U-Net down_dims {tuple(model.cfg.down_dims)}, kernel {model.cfg.kernel_size}, "
-             f"{n_params / 1e6:.2f} M parameters; chunk ({tp}, {da}), obs_cond {cond_dim}; batch 1; median of "
-             f"{args.repeats} chunks (100-step rows: fewer). Same weights, same numpy DDIM loop; only the "
+             f"{n_params / 1e6:.2f} M parameters; chunk ({tp}, {da}), obs_cond {cond_dim}; batch 1; median and min of "
+             f"{args.repeats} chunks (100-step rows: fewer), run round-robin. Same weights, same numpy DDIM loop; only the "
              f"denoiser differs. Load average (1/5/15 min) during the run: {load}. Targets: speedup >= 3x, few-step chunk <= 5 ms.")
     record("Policy runtime: ONNX Runtime vs torch eager (diffusion chunk, batch 1)", rows,
            notes=notes, write=not args.no_write)
