@@ -430,6 +430,10 @@ def data_from_dataset(ds, obs_keys: list[str] | None, *, source: str = "<dataset
         action_names = [f"a{i}" for i in range(actions.shape[1])]
     meta = {"dataset": str(getattr(ds, "root", source)),
             "total_episodes": info.get("total_episodes"), "total_frames": info.get("total_frames")}
+    tasks = [str(t) for t in (getattr(ds, "tasks", None) or [])]
+    if tasks:
+        meta["tasks"] = tasks
+        meta["task"] = tasks[0] if len(tasks) == 1 else tasks
     for key in ("task", "dr", "randomization", "dr_ranges", "onboard"):
         if key in info:
             meta[key] = info[key]
