@@ -573,14 +573,15 @@ class SafetyFilter:
         ch = self.env.chunk
         lim = self.limits
         q0 = self._measured_q() if self._state is not None else self._hist[0]
-        dq = self._state_vec("dq", self.action_dim, default=np.zeros(self.action_dim)) if self._state else \
-            np.zeros(self.action_dim)
-        dq = np.where(np.isfinite(dq), dq, 0.0)
         first = np.abs(chunk[0] - q0)
         max_first = np.r_[self.env.chunk_max_first_step, np.inf][: self.action_dim] if self.kind == "arm" \
             else self.env.chunk_max_first_step
         r_first = float(np.max(first / max_first))
-        ratios = self._chunk_ratios(chunk, q0, dq)
+        # Rates are limits on the command stream, so the chunk continues the filter's own output history
+        # (a position-controlled arm's measured state lags its targets; differencing the chunk against
+        # the measured state would read that lag as acceleration and slow every chunk down).
+        hist = self._command_history()
+        ratios = self._chunk_ratios(chunk, hist)
         r_vel, r_jerk = ratios[0], max(ratios[1], ratios[2])
         scale = 1.0
         for name, ratio, s_needed in (("chunk_first_step", r_first, r_first),
@@ -594,24 +595,39 @@ class SafetyFilter:
                 scale = max(scale, s_needed)
         if scale <= 1.0:
             return chunk
-        path = np.vstack([q0, chunk])
+        path = np.vstack([hist[-1], chunk])
         for _ in range(4):
             out = self._time_scale(path, scale)
-            rv, ra, rj = self._chunk_ratios(out, q0, dq)
+            rv, ra, rj = self._chunk_ratios(out, hist)
             if max(rv, ra, rj, float(np.max(np.abs(out[0] - q0) / max_first))) <= 1.0 + 1e-9:
                 return out
             scale *= 1.5
         return self._hold_chunk(chunk.shape[0])
 
-    def _chunk_ratios(self, chunk, q0, dq):
+    def _command_history(self) -> np.ndarray:
+        """The last three commands, oldest first (3, D): the filter's outputs, or the measured state at start."""
+        if self._hist is not None:
+            return np.stack([self._hist[2], self._hist[1], self._hist[0]])
+        q0 = self._measured_q()
+        return np.stack([q0, q0, q0])
+
+    def _chunk_ratios(self, chunk, hist):
+        """Worst velocity / acceleration / jerk ratios to the limits along a chunk.
+
+        Velocity includes the step from the last command into the chunk; acceleration and jerk are
+        taken inside the chunk only. The junction between the old plan and the new one is smoothed by
+        the per-step filter (which enforces every rate on every command it emits); time-scaling a whole
+        chunk for a junction transient would slow every replan down and drift the policy off its
+        training distribution.
+        """
         lim, dt = self.limits, self.dt
-        p = np.vstack([q0 - dq * dt * 2, q0 - dq * dt, q0, chunk])   # history at the measured velocity
+        p = np.vstack([hist[-1:], chunk])
         v = np.diff(p, axis=0) / dt
-        a = np.diff(v, axis=0) / dt
+        a = np.diff(v[1:], axis=0) / dt
         j = np.diff(a, axis=0) / dt
-        rv = float(np.max(np.abs(v[2:]) / lim.vel))
-        ra = float(np.max(np.abs(a[1:]) / lim.acc))
-        rj = float(np.max(np.abs(j) / lim.jerk))
+        rv = float(np.max(np.abs(v) / lim.vel))
+        ra = float(np.max(np.abs(a) / lim.acc)) if len(a) else 0.0
+        rj = float(np.max(np.abs(j) / lim.jerk)) if len(j) else 0.0
         return rv, ra, rj
 
     @staticmethod
