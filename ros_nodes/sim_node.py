@@ -225,13 +225,13 @@ class SimNode(Node):
         self.pub_js.publish(self.js)
 
     def task_features(self) -> dict[str, np.ndarray]:
-        obs = self.env._obs()
+        obs = self.env.observe()
         skip = {"joint_pos", "joint_vel", "gripper_width"}   # those travel on /joint_states
         return {k: v for k, v in obs.items() if k not in skip and not k.startswith("image.")}
 
     def publish_task_state(self) -> None:
         self.pub_task.publish(labeled_array(self.task_features()))
-        success = bool(self.env._success())
+        success = bool(self.env.is_success())
         if success != self.success:
             self.success = success
             self.pub_success.publish(Bool(data=success))

@@ -229,6 +229,14 @@ class ArmEnv(gym.Env):
     def gripper_width(self) -> float:
         return float(self.data.qpos[self.ix.finger_qpos_adr].sum())
 
+    def is_success(self) -> bool:
+        """Whether the task is solved in the current physics state (what ``info["success"]`` reports)."""
+        return self._success()
+
+    def observe(self) -> dict:
+        """The observation of the current physics state (with DR noise when DR is on), without stepping."""
+        return self._obs()
+
     def _success(self) -> bool:
         ts = self.spec_task
         if self.task == "reach":
