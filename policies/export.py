@@ -94,6 +94,7 @@ def build_contract(ckpt: dict, profile, *, onnx_name: str, safety_envelope: dict
         "num_parameters": ckpt.get("num_parameters"), "dataset": meta.get("dataset"),
         "task": meta.get("task"), "dr_ranges": meta.get("dr_ranges", meta.get("randomization", meta.get("dr"))),
         "dataset_info": {k: meta[k] for k in ("total_episodes", "total_frames") if k in meta},
+        "calibration": meta.get("calibration", []),
         "torch_version": torch.__version__, "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     return PolicyContract(

@@ -15,6 +15,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-dr", action="store_true", help="turn domain randomization off")
     parser.add_argument("--dr", default=None, help="DR YAML (default: config/randomization/<robot>_<task>.yaml)")
+    parser.add_argument("--calibration", nargs="+", default=[], metavar="YAML",
+                        help="calibration results (`onboard calibrate` latency / hand-eye YAMLs) that set DR ranges: "
+                             "measured delay -> action delay steps, measured noise -> observation noise; "
+                             "recorded in the dataset and, through training, in the policy contract")
     parser.add_argument("--cameras", nargs="*", default=[], help="cameras to record, e.g. front")
     parser.add_argument("--image-size", type=int, default=96, help="square image size [px]")
     parser.add_argument("--max-attempts", type=int, default=None,
@@ -86,6 +90,24 @@ def run(args) -> int:
                            fix="ask for at least one episode")
     out = Path(args.out or f"runs/data/{args.task}")
     dr = False if args.no_dr else (args.dr or True)
+    extra_info = {}
+    if dr is not False:
+        from sim2real.randomization import load_dr_config
+
+        cfg = load_dr_config(None if dr is True else dr, robot="franka_panda", task=args.task)
+        if args.calibration:
+            from calibration.feed import apply_overrides, calibration_provenance, dr_overrides_from_calibration
+
+            overrides = dr_overrides_from_calibration(args.calibration, control_hz=10.0)
+            cfg = type(cfg)(sections=apply_overrides(cfg.sections, overrides), path=cfg.path)
+            extra_info["calibration"] = calibration_provenance(args.calibration)["calibration"]
+            print(f"collect: DR ranges set from calibration: {overrides}")
+        extra_info["dr_ranges"] = {sec: {k: list(v) if isinstance(v, tuple) else v for k, v in body.items()}
+                                   for sec, body in cfg.sections.items()}
+        dr = cfg
+    elif args.calibration:
+        raise OnboardError("calibration sets DR ranges, but DR is off", field="--calibration",
+                           fix="drop --no-dr or drop --calibration")
     size = (args.image_size, args.image_size)
     env = ArmEnv(args.task, dr=dr, seed=args.seed, cameras=tuple(args.cameras), image_size=size)
     expert = make_expert(env)
@@ -97,7 +119,7 @@ def run(args) -> int:
     attempts = successes = steps = 0
     routes: dict = {}
     with LeRobotDatasetWriter(out, fps=env.control_hz, features=features, robot_type=env.profile.name,
-                              overwrite=args.overwrite) as writer:
+                              overwrite=args.overwrite, extra_info=extra_info) as writer:
         bar = tqdm(total=args.episodes, desc=f"collect {args.task}", unit="ep")
         while successes < args.episodes and attempts < max_attempts:
             obs, info = env.reset(seed=args.seed * 100_003 + attempts)

@@ -434,7 +434,7 @@ def data_from_dataset(ds, obs_keys: list[str] | None, *, source: str = "<dataset
     if tasks:
         meta["tasks"] = tasks
         meta["task"] = tasks[0] if len(tasks) == 1 else tasks
-    for key in ("task", "dr", "randomization", "dr_ranges", "onboard"):
+    for key in ("task", "dr", "randomization", "dr_ranges", "calibration", "onboard"):
         if key in info:
             meta[key] = info[key]
     return TrainData(obs=obs, actions=actions, episode_index=np.asarray(ds.episode_index),
