@@ -1,0 +1,96 @@
+"""URDF text of the G1 12-DoF legs, generated from the same description as the MuJoCo model.
+
+Owns ``g1_urdf(desc) -> str`` and ``write_g1_urdf(path)``: one link per body
+(inertial at the CoM with the full inertia tensor rotated out of the
+principal frame, so that URDF's rpy-less form says exactly what MuJoCo's
+``iquat`` says), one revolute joint per hinge (axis, range, torque limit;
+velocity limits from the robot profile), the pelvis cylinders and the foot
+contact spheres as collision + visual primitives. PyBullet loads it as a
+floating-base robot; ``sim.g1_model`` builds the MuJoCo twin from the same
+``G1Description``.
+
+Imports numpy and sim.g1_model only. Never sim2real or policies.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from sim.g1_model import G1Description, load_description
+
+# URDF <limit velocity>: the robot profile's figures (public G1 URDF), by joint kind.
+VELOCITY_LIMIT_RAD_S = {"hip_pitch": 32.0, "hip_roll": 20.0, "hip_yaw": 32.0, "knee": 20.0,
+                        "ankle_pitch": 37.0, "ankle_roll": 37.0}
+
+
+def quat_to_matrix(q) -> np.ndarray:
+    w, x, y, z = np.asarray(q, float) / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def quat_to_rpy(q) -> np.ndarray:
+    """wxyz -> URDF fixed-axis roll, pitch, yaw (R = Rz(yaw) Ry(pitch) Rx(roll))."""
+    R = quat_to_matrix(q)
+    pitch = np.arcsin(-np.clip(R[2, 0], -1.0, 1.0))
+    roll = np.arctan2(R[2, 1], R[2, 2])
+    yaw = np.arctan2(R[1, 0], R[0, 0])
+    return np.array([roll, pitch, yaw])
+
+
+def _f(v) -> str:
+    return " ".join(f"{float(x):.9g}" for x in np.atleast_1d(v))
+
+
+def _geom_xml(g: dict) -> str:
+    if g["type"] == "sphere":
+        shape = f'<sphere radius="{_f(g["size"][0])}"/>'
+    elif g["type"] == "cylinder":
+        shape = f'<cylinder radius="{_f(g["size"][0])}" length="{_f(2 * g["size"][1])}"/>'
+    elif g["type"] == "box":
+        shape = f'<box size="{_f(2 * np.asarray(g["size"]))}"/>'
+    else:
+        raise ValueError(f"URDF has no primitive for {g['type']!r}")
+    origin = f'<origin xyz="{_f(g["pos"])}" rpy="0 0 0"/>'
+    return (f"    <visual>{origin}<geometry>{shape}</geometry></visual>\n"
+            f"    <collision>{origin}<geometry>{shape}</geometry></collision>\n")
+
+
+def g1_urdf(desc: G1Description | None = None, name: str = "g1_12dof") -> str:
+    desc = desc or load_description()
+    out = ['<?xml version="1.0"?>', f'<robot name="{name}">']
+    for b in desc.bodies:
+        R = quat_to_matrix(b.iquat)
+        inertia = R @ np.diag(b.inertia) @ R.T
+        out.append(f'  <link name="{b.name}">')
+        out.append(f'    <inertial><origin xyz="{_f(b.com_m)}" rpy="0 0 0"/><mass value="{_f(b.mass_kg)}"/>'
+                   f'<inertia ixx="{_f(inertia[0, 0])}" ixy="{_f(inertia[0, 1])}" ixz="{_f(inertia[0, 2])}" '
+                   f'iyy="{_f(inertia[1, 1])}" iyz="{_f(inertia[1, 2])}" izz="{_f(inertia[2, 2])}"/></inertial>')
+        out.append("".join(_geom_xml(g) for g in b.geoms).rstrip("\n"))
+        out.append("  </link>")
+        if b.joint is None:
+            continue
+        kind = next(k for k in VELOCITY_LIMIT_RAD_S if k + "_joint" in b.joint)
+        out.append(f'  <joint name="{b.joint}" type="revolute">'
+                   f'<origin xyz="{_f(b.pos)}" rpy="{_f(quat_to_rpy(b.quat))}"/>'
+                   f'<parent link="{b.parent}"/><child link="{b.name}"/><axis xyz="{_f(b.axis)}"/>'
+                   f'<limit lower="{_f(b.range_rad[0])}" upper="{_f(b.range_rad[1])}" '
+                   f'effort="{_f(b.torque_limit_nm)}" velocity="{_f(VELOCITY_LIMIT_RAD_S[kind])}"/>'
+                   f'<dynamics damping="{_f(desc.damping)}" friction="{_f(desc.frictionloss)}"/></joint>')
+    out.append("</robot>")
+    return "\n".join(line for line in out if line) + "\n"
+
+
+def write_g1_urdf(path: str | Path, desc: G1Description | None = None) -> Path:
+    """Write the URDF atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".urdf.tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(g1_urdf(desc))
+    os.replace(tmp, path)
+    return path
