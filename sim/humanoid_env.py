@@ -1,0 +1,439 @@
+"""G1 legs task envs: ``stand`` (hold the default posture, recover from pushes) and ``walk``
+(track commanded vx, vy, yaw rate), batched.
+
+Owns the tasks (commands, initial states, episode length, rewards in the
+legged_gym style, fall detection), the 50 Hz policy loop over the 500 Hz
+physics + numpy PD of ``sim.g1_model``, the observation builder, the true
+delay lines (FIFOs at physics resolution for PD targets and for measured
+state), observation noise and pushes.
+
+``HumanoidVecEnv(num_envs, task, dr, seed, history)``: ``num_envs`` robots in one
+MuJoCo world (one ``mj_step`` for all), flat float32 observations, auto-reset of
+finished robots (their final observations are in ``info``). Returns
+``obs`` (n, history * 47), the actor input, and ``info["critic_obs"]``
+(n, CRITIC_DIM), the privileged observation for an asymmetric critic.
+
+Observation frame (47, ``OBS_SPEC``, unitree_rl_gym G1 convention): base angular
+velocity x0.25 (body), projected gravity (body), velocity command x[2, 2, 0.25],
+joint pos - default, joint vel x0.05, last action, sin/cos of the gait phase
+(period 0.8 s). The actor sees the last ``history`` frames, oldest first.
+Measurements are delayed by the observation FIFO and noisy when DR says so.
+
+Action (12,): joint offsets; PD target = default_pose + 0.25 * action (clipped
+to +-ACTION_CLIP). Torque limits apply in the PD.
+
+DR is a plug-in (``dr``: False, True = ``config/randomization/g1_12dof_<task>.yaml``,
+a path, a config, or any object with ``new_episode(env, idx, rng)``); the
+shipped randomizer lives in ``sim2real.humanoid_randomization``, imported
+lazily. Never imports policies.
+"""
+from __future__ import annotations
+
+import math
+
+import mujoco
+import numpy as np
+
+from onboard.errors import ConfigError
+from sim.g1_model import (PHYSICS_DT_S, POLICY_DT_S, RobotIndex, build_model, load_description,
+                          quat_rotate_inverse, rpy_from_quat, standing_height_m)
+
+TASKS = ("stand", "walk")
+ACTION_SCALE = 0.25
+ACTION_CLIP = 10.0
+GAIT_PERIOD_S = 0.8
+CMD_SCALE = np.array([2.0, 2.0, 0.25])
+FIFO_LEN = 16                          # physics steps (32 ms) of history for the delay lines
+EPISODE_S = 20.0
+FALL_HEIGHT_M = 0.45                   # pelvis below this: fallen
+FALL_TILT_RAD = 1.0                    # pelvis tilt above this: fallen
+BASE_HEIGHT_TARGET_M = 0.78
+WALK_COMMANDS = {"vx": (-0.3, 0.8), "vy": (-0.3, 0.3), "yaw": (-0.5, 0.5), "resample_s": 10.0}
+FOOT_SWING_HEIGHT_M = 0.08
+
+OBS_SPEC = [
+    {"name": "base_ang_vel", "shape": [3], "units": "rad/s x0.25, body frame (IMU gyro)"},
+    {"name": "projected_gravity", "shape": [3], "units": "1, unit gravity in the body frame"},
+    {"name": "velocity_command", "shape": [3], "units": "vx, vy [m/s] x2, yaw rate [rad/s] x0.25"},
+    {"name": "joint_pos_rel", "shape": [12], "units": "rad, q - default_pose"},
+    {"name": "joint_vel", "shape": [12], "units": "rad/s x0.05"},
+    {"name": "last_action", "shape": [12], "units": "1, previous action (target = default + 0.25 a)"},
+    {"name": "gait_phase", "shape": [2], "units": "sin, cos of 2 pi t / 0.8 s"},
+]
+FRAME_DIM = sum(k["shape"][0] for k in OBS_SPEC)          # 47
+PRIVILEGED_SPEC = [
+    {"name": "base_lin_vel", "shape": [3], "units": "m/s x2, body frame"},
+    {"name": "base_height", "shape": [1], "units": "m - 0.78"},
+    {"name": "foot_contact", "shape": [2], "units": "1, left/right"},
+    {"name": "friction", "shape": [1], "units": "1"},
+    {"name": "added_mass", "shape": [1], "units": "kg / 3"},
+    {"name": "com_offset", "shape": [3], "units": "m x10"},
+    {"name": "kp_scale", "shape": [12], "units": "1 - 1"},
+    {"name": "push_vel", "shape": [2], "units": "m/s, last push (decays with 1 s time constant)"},
+    {"name": "delays", "shape": [2], "units": "action, observation delay [physics steps] / 10"},
+]
+CRITIC_DIM = FRAME_DIM + sum(k["shape"][0] for k in PRIVILEGED_SPEC)
+
+REWARD_SCALES = {          # legged_gym / unitree_rl_gym G1 style; multiplied by the policy dt
+    "tracking_lin_vel": 1.0, "tracking_ang_vel": 0.5, "lin_vel_z": -2.0, "ang_vel_xy": -0.05,
+    "orientation": -1.0, "base_height": -10.0, "torques": -1e-5, "dof_acc": -2.5e-7, "dof_vel": -1e-3,
+    "action_rate": -0.01, "dof_pos_limits": -5.0, "alive": 0.15, "hip_pos": -1.0,
+    "contact": 0.18, "feet_swing_height": -20.0,
+}
+TERMINATION_PENALTY = -5.0
+TRACKING_SIGMA = 0.25
+
+
+class HumanoidVecEnv:
+    """``num_envs`` G1 leg robots on one task, batched. See the module docstring."""
+
+    def __init__(self, num_envs: int = 1, task: str = "stand", dr=False, seed: int = 0, history: int = 5,
+                 episode_s: float = EPISODE_S, reward_scales: dict | None = None):
+        if task not in TASKS:
+            raise ConfigError(f"unknown humanoid task '{task}'", field="task", fix=f"use one of {list(TASKS)}")
+        if int(history) < 1:
+            raise ConfigError(f"history {history} < 1", field="history", fix="use 1 or more frames")
+        self.num_envs, self.task, self.history = int(num_envs), task, int(history)
+        self.desc = load_description()
+        self.model = build_model(self.num_envs, self.desc)
+        self.data = mujoco.MjData(self.model)
+        self.ix = RobotIndex.of(self.model, self.num_envs, self.desc)
+        n, m = self.num_envs, self.model
+        # Robots are added one after the other, so their state is a regular (n, k) layout: use views.
+        nq, nv = 19, 18
+        assert m.nq == n * nq and m.nv == n * nv and m.nu == n * 12
+        assert np.array_equal(self.ix.qpos_joint, np.arange(n)[:, None] * nq + 7 + np.arange(12))
+        self.qpos = self.data.qpos.reshape(n, nq)
+        self.qvel = self.data.qvel.reshape(n, nv)
+        self.qacc = self.data.qacc.reshape(n, nv)
+        self.ctrl = self.data.ctrl.reshape(n, 12)
+        self.substeps = int(round(POLICY_DT_S / PHYSICS_DT_S))
+        self.dt_s = POLICY_DT_S
+        self.max_steps = int(round(episode_s / self.dt_s))
+        self.default_pose = self.desc.default_pose.copy()
+        self.stand_height = standing_height_m()
+        self.obs_spec = [dict(k) for k in OBS_SPEC]
+        self.frame_dim, self.obs_dim, self.critic_dim, self.action_dim = (
+            FRAME_DIM, FRAME_DIM * self.history, CRITIC_DIM, 12)
+        self.reward_scales = dict(REWARD_SCALES, **(reward_scales or {}))
+        if task == "stand":
+            for k in ("tracking_lin_vel", "tracking_ang_vel"):     # zero command: same terms, keep them
+                self.reward_scales[k] = self.reward_scales[k]
+            self.reward_scales["contact"] = 0.0
+            self.reward_scales["feet_swing_height"] = 0.0
+        lim = self.desc.joint_range
+        mid, half = lim.mean(1), (lim[:, 1] - lim[:, 0]) / 2
+        self.soft_lo, self.soft_hi = mid - 0.9 * half, mid + 0.9 * half
+        self.foot_geom_flat = self.ix.foot_geoms.reshape(n, 8)
+        self.nominal_mass = m.body_mass.copy()
+        self.nominal_ipos = m.body_ipos.copy()
+        self.nominal_friction = m.geom_friction.copy()
+        # Per-robot knobs (the DR plug-in writes them per episode through set_episode_params).
+        self.kp = np.tile(self.desc.kp, (n, 1))
+        self.kd = np.tile(self.desc.kd, (n, 1))
+        self.kp_scale = np.ones((n, 12))
+        self.joint_offset = np.zeros((n, 12))
+        self.action_delay_steps = np.zeros(n, int)
+        self.obs_delay_steps = np.zeros(n, int)
+        self.noise_std = np.zeros((n, 4))     # ang vel, gravity, joint pos, joint vel (unscaled units)
+        self.friction = np.full(n, self.nominal_friction[self.foot_geom_flat[0, 0], 0])
+        self.added_mass = np.zeros(n)
+        self.com_offset = np.zeros((n, 3))
+        self.push_interval_s = np.full((n, 2), np.inf)
+        self.push_max_vel = np.zeros(n)
+        self.randomizer = self._make_randomizer(dr, task)
+        # Delay lines at physics rate: PD targets and raw measured state (qpos, qvel).
+        self._target_fifo = np.zeros((FIFO_LEN, n, 12))
+        self._qpos_fifo = np.zeros((FIFO_LEN, n, nq))
+        self._qvel_fifo = np.zeros((FIFO_LEN, n, nv))
+        self._k = 0
+        # Episode state.
+        self.t_step = np.zeros(n, int)
+        self.command = np.zeros((n, 3))
+        self.last_action = np.zeros((n, 12))
+        self.target = np.tile(self.default_pose, (n, 1))
+        self.hist = np.zeros((n, self.history, FRAME_DIM), np.float32)
+        self.next_push_step = np.full(n, np.iinfo(np.int64).max)
+        self.push_vel = np.zeros((n, 2))
+        self.last_dq = np.zeros((n, 12))
+        self.tau = np.zeros((n, 12))
+        self.episode_return = np.zeros(n)
+        self.err_lin = np.zeros(n)
+        self.err_yaw = np.zeros(n)
+        self._seed_all(seed)
+
+    # ---- configuration ------------------------------------------------------------------------
+    @staticmethod
+    def _make_randomizer(dr, task):
+        if dr is False or dr is None:
+            return None
+        if hasattr(dr, "new_episode"):
+            return dr
+        import importlib   # sim2real sits above sim: resolved only when DR is asked for
+        rnd = importlib.import_module("sim2real.humanoid_randomization")
+        if dr is True:
+            cfg = rnd.load_humanoid_dr_config(task=task)
+        elif isinstance(dr, rnd.HumanoidDRConfig):
+            cfg = dr
+        else:
+            cfg = rnd.load_humanoid_dr_config(dr)
+        return rnd.HumanoidDomainRandomizer(cfg)
+
+    def set_episode_params(self, i: int, *, friction=None, added_mass_kg=None, com_offset_m=None,
+                           link_mass_scale=None, kp_scale=None, kd_scale=None, joint_offset_rad=None,
+                           action_delay_steps=None, obs_delay_steps=None, noise_std=None,
+                           push_interval_s=None, push_max_vel_m_s=None) -> None:
+        """Per-robot physics, gains, delays [physics steps], noise and pushes (the DR plug-in calls this).
+
+        Everything not given goes back to nominal, so episodes never compound."""
+        m, ix = self.model, self.ix
+        bodies = ix.body_ids[i]
+        pel = ix.pelvis_body[i]
+        m.body_mass[bodies] = self.nominal_mass[bodies] * (1.0 if link_mass_scale is None else
+                                                           np.asarray(link_mass_scale))
+        m.body_mass[pel] = self.nominal_mass[pel] + (added_mass_kg or 0.0)
+        m.body_ipos[pel] = self.nominal_ipos[pel] + (0.0 if com_offset_m is None else np.asarray(com_offset_m))
+        feet = self.foot_geom_flat[i]
+        mu = self.nominal_friction[feet[0], 0] if friction is None else float(friction)
+        m.geom_friction[feet, 0] = mu
+        self.friction[i], self.added_mass[i] = mu, added_mass_kg or 0.0
+        self.com_offset[i] = 0.0 if com_offset_m is None else com_offset_m
+        self.kp_scale[i] = 1.0 if kp_scale is None else kp_scale
+        self.kp[i] = self.desc.kp * self.kp_scale[i]
+        self.kd[i] = self.desc.kd * (1.0 if kd_scale is None else np.asarray(kd_scale))
+        self.joint_offset[i] = 0.0 if joint_offset_rad is None else joint_offset_rad
+        self.action_delay_steps[i] = action_delay_steps or 0
+        self.obs_delay_steps[i] = obs_delay_steps or 0
+        self.noise_std[i] = 0.0 if noise_std is None else noise_std
+        self.push_interval_s[i] = np.inf if push_interval_s is None else push_interval_s
+        self.push_max_vel[i] = push_max_vel_m_s or 0.0
+        if max(self.action_delay_steps[i], self.obs_delay_steps[i]) >= FIFO_LEN:
+            raise ConfigError(f"delay above {FIFO_LEN - 1} physics steps", field="latency",
+                              fix=f"keep delays under {(FIFO_LEN - 1) * PHYSICS_DT_S * 1e3:.0f} ms")
+
+    # ---- reset --------------------------------------------------------------------------------
+    def _seed_all(self, seed: int) -> None:
+        """Per-slot generators for episode draws; one more for per-step noise."""
+        self.seed = seed
+        self._rngs = [np.random.default_rng([seed, i]) for i in range(self.num_envs)]
+        self.noise_rng = np.random.default_rng([seed, self.num_envs, 0x61])
+
+    def reset(self, seed: int | None = None):
+        if seed is not None:
+            self._seed_all(seed)
+        self._reset_envs(np.arange(self.num_envs))
+        return self._observe(), {"critic_obs": self._critic_obs()}
+
+    def _reset_envs(self, idx: np.ndarray) -> None:
+        for i in idx:   # one generator per env, so env i's draws never depend on the others
+            rng = self._rngs[i]
+            if self.randomizer is not None:
+                self.randomizer.new_episode(self, i, rng)
+            yaw = rng.uniform(-math.pi, math.pi)
+            q = self.qpos[i]
+            q[2] = self.stand_height + 0.002
+            q[3:7] = [math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]
+            q[7:] = self.default_pose + rng.uniform(-0.05, 0.05, 12)
+            self.qvel[i] = 0.0
+            self.command[i] = self._sample_command(rng)
+            self.next_push_step[i] = self._next_push(i, 0, rng)
+        self.qpos[idx, 0:2] = self._home_xy(idx)
+        mujoco.mj_forward(self.model, self.data)
+        self.target[idx] = self.default_pose
+        self._target_fifo[:, idx] = self.default_pose
+        self._qpos_fifo[:, idx] = self.qpos[idx]
+        self._qvel_fifo[:, idx] = self.qvel[idx]
+        self.t_step[idx] = 0
+        self.last_action[idx] = 0.0
+        self.last_dq[idx] = 0.0
+        self.push_vel[idx] = 0.0
+        self.episode_return[idx] = 0.0
+        self.err_lin[idx] = 0.0
+        self.err_yaw[idx] = 0.0
+        self.hist[idx] = self._frame()[idx][:, None, :]
+
+    def _home_xy(self, idx):
+        cols = max(1, int(math.ceil(math.sqrt(self.num_envs))))
+        return np.stack([(idx % cols) * 3.0, (idx // cols) * 3.0], 1)
+
+    def _sample_command(self, rng) -> np.ndarray:
+        if self.task == "stand":
+            return np.zeros(3)
+        c = WALK_COMMANDS
+        return np.array([rng.uniform(*c["vx"]), rng.uniform(*c["vy"]), rng.uniform(*c["yaw"])])
+
+    def _next_push(self, i, now_step, rng) -> int:
+        lo, hi = self.push_interval_s[i]
+        if not np.isfinite(hi) or self.push_max_vel[i] <= 0:
+            return np.iinfo(np.int64).max
+        return now_step + max(1, int(round(rng.uniform(lo, hi) / self.dt_s)))
+
+    # ---- measurement & observation ------------------------------------------------------------
+    def _measured(self, qpos, qvel, noisy: bool):
+        """(ang vel body, projected gravity, q measured, dq) from raw state rows."""
+        quat = qpos[:, 3:7]
+        ang = qvel[:, 3:6].copy()                      # free joint: angular velocity in the body frame
+        grav = quat_rotate_inverse(quat, np.tile([0.0, 0.0, -1.0], (len(quat), 1)))
+        q = qpos[:, 7:] + self.joint_offset            # encoders read from a mis-calibrated zero
+        dq = qvel[:, 6:].copy()
+        if noisy and np.any(self.noise_std > 0):
+            r, n, s = self.noise_rng, len(quat), self.noise_std
+            ang += r.standard_normal((n, 3)) * s[:, 0:1]
+            grav += r.standard_normal((n, 3)) * s[:, 1:2]
+            q = q + r.standard_normal((n, 12)) * s[:, 2:3]
+            dq += r.standard_normal((n, 12)) * s[:, 3:4]
+        return ang, grav, q, dq
+
+    def _frame(self, delayed: bool = True, noisy: bool = True) -> np.ndarray:
+        n = self.num_envs
+        if delayed:
+            rows = (self._k - self.obs_delay_steps) % FIFO_LEN
+            qpos, qvel = self._qpos_fifo[rows, np.arange(n)], self._qvel_fifo[rows, np.arange(n)]
+        else:
+            qpos, qvel = self.qpos, self.qvel
+        ang, grav, q, dq = self._measured(qpos, qvel, noisy)
+        phase = 2 * math.pi * (self.t_step * self.dt_s) / GAIT_PERIOD_S
+        return np.concatenate([ang * 0.25, grav, self.command * CMD_SCALE, q - self.default_pose, dq * 0.05,
+                               self.last_action, np.sin(phase)[:, None], np.cos(phase)[:, None]],
+                              axis=1).astype(np.float32)
+
+    def _observe(self) -> np.ndarray:
+        return self.hist.reshape(self.num_envs, -1).copy()
+
+    def foot_contact(self) -> np.ndarray:
+        """(n, 2) bool: any sphere of the left/right foot touches the floor."""
+        d = self.data
+        c = np.zeros((self.num_envs, 2), bool)
+        if d.ncon:
+            g = np.concatenate([d.contact.geom1[:d.ncon], d.contact.geom2[:d.ncon]])
+            hit = np.isin(self.foot_geom_flat, g).reshape(self.num_envs, 2, 4)
+            c = hit.any(2)
+        return c
+
+    def _critic_obs(self, contact=None) -> np.ndarray:
+        n = self.num_envs
+        quat = self.qpos[:, 3:7]
+        v_body = quat_rotate_inverse(quat, self.qvel[:, 0:3])
+        contact = self.foot_contact() if contact is None else contact
+        return np.concatenate([
+            self._frame(delayed=False, noisy=False), v_body * 2.0,
+            (self.qpos[:, 2:3] - BASE_HEIGHT_TARGET_M), contact.astype(float), self.friction[:, None],
+            self.added_mass[:, None] / 3.0, self.com_offset * 10.0, self.kp_scale - 1.0, self.push_vel,
+            np.stack([self.action_delay_steps, self.obs_delay_steps], 1) / 10.0], axis=1).astype(np.float32)
+
+    def robot_state(self, i: int = 0) -> dict:
+        """What the robot's drivers report (measured, delayed, noisy), for the safety filter and runtime."""
+        rows = (self._k - self.obs_delay_steps[i]) % FIFO_LEN
+        qpos, qvel = self._qpos_fifo[rows, i][None], self._qvel_fifo[rows, i][None]
+        sub = self.joint_offset[i:i + 1]
+        q = qpos[:, 7:] + sub
+        return {"q": q[0], "dq": qvel[0, 6:], "rpy": rpy_from_quat(qpos[:, 3:7])[0],
+                "gyro": qvel[0, 3:6], "quat": qpos[0, 3:7]}
+
+    # ---- step ---------------------------------------------------------------------------------
+    def step(self, action: np.ndarray):
+        n = self.num_envs
+        action = np.clip(np.asarray(action, dtype=float).reshape(n, 12), -ACTION_CLIP, ACTION_CLIP)
+        return self.step_targets(self.default_pose + ACTION_SCALE * action, action)
+
+    def step_targets(self, target: np.ndarray, action: np.ndarray | None = None):
+        """One 50 Hz step with absolute PD targets (n, 12) [rad] (a runtime / safety filter path)."""
+        n = self.num_envs
+        target = np.asarray(target, dtype=float).reshape(n, 12)
+        if action is None:
+            action = (target - self.default_pose) / ACTION_SCALE
+        self.target = target
+        ar = np.arange(n)
+        pushed = self.t_step >= self.next_push_step
+        if pushed.any():
+            for i in np.flatnonzero(pushed):
+                rng = self._rngs[i]
+                ang, r = rng.uniform(0, 2 * math.pi), self.push_max_vel[i] * math.sqrt(rng.uniform())
+                dv = r * np.array([math.cos(ang), math.sin(ang)])
+                self.qvel[i, 0:2] += dv
+                self.push_vel[i] = dv
+                self.next_push_step[i] = self._next_push(i, self.t_step[i], rng)
+        for _ in range(self.substeps):
+            self._k += 1
+            self._target_fifo[self._k % FIFO_LEN] = target
+            applied = self._target_fifo[(self._k - self.action_delay_steps) % FIFO_LEN, ar]
+            q = self.qpos[:, 7:] + self.joint_offset
+            self.tau = np.clip(self.kp * (applied - q) - self.kd * self.qvel[:, 6:],
+                               -self.desc.torque_limit, self.desc.torque_limit)
+            self.ctrl[:] = self.tau
+            mujoco.mj_step(self.model, self.data)
+            row = self._k % FIFO_LEN
+            self._qpos_fifo[row] = self.qpos
+            self._qvel_fifo[row] = self.qvel
+        self.t_step += 1
+        self.push_vel *= math.exp(-self.dt_s / 1.0)
+        if self.task == "walk":
+            resample = (self.t_step % int(WALK_COMMANDS["resample_s"] / self.dt_s)) == 0
+            for i in np.flatnonzero(resample):
+                self.command[i] = self._sample_command(self._rngs[i])
+        contact = self.foot_contact()
+        reward, fell, e_lin, e_yaw = self._reward(action, contact)
+        self.last_action = action
+        self.err_lin += e_lin
+        self.err_yaw += e_yaw
+        terminated = fell
+        truncated = (self.t_step >= self.max_steps) & ~terminated
+        reward = reward + TERMINATION_PENALTY * fell
+        self.episode_return += reward
+        self.hist[:, :-1] = self.hist[:, 1:]
+        self.hist[:, -1] = self._frame()
+        obs = self._observe()
+        critic = self._critic_obs(contact)
+        info = {"critic_obs": critic, "fell": fell}
+        done = terminated | truncated
+        if done.any():
+            idx = np.flatnonzero(done)
+            info.update(done_idx=idx, final_obs=obs[idx].copy(), final_critic_obs=critic[idx].copy(),
+                        episode_return=self.episode_return[idx].copy(), episode_steps=self.t_step[idx].copy(),
+                        episode_lin_vel_err=self.err_lin[idx] / np.maximum(self.t_step[idx], 1),
+                        episode_yaw_rate_err=self.err_yaw[idx] / np.maximum(self.t_step[idx], 1),
+                        episode_fell=fell[idx].copy())
+            self._reset_envs(idx)
+            obs[idx] = self._observe()[idx]
+            info["critic_obs"][idx] = self._critic_obs()[idx]
+        return obs, reward.astype(np.float32), terminated, truncated, info
+
+    def _reward(self, action, contact):
+        s, dt = self.reward_scales, self.dt_s
+        quat = self.qpos[:, 3:7]
+        v = quat_rotate_inverse(quat, self.qvel[:, 0:3])
+        w = self.qvel[:, 3:6]
+        g = quat_rotate_inverse(quat, np.tile([0.0, 0.0, -1.0], (self.num_envs, 1)))
+        q, dq = self.qpos[:, 7:], self.qvel[:, 6:]
+        ddq = (dq - self.last_dq) / dt
+        self.last_dq = dq.copy()
+        e_lin_sq = np.sum((self.command[:, :2] - v[:, :2]) ** 2, 1)
+        e_yaw_sq = (self.command[:, 2] - w[:, 2]) ** 2
+        phase = (self.t_step * dt / GAIT_PERIOD_S) % 1.0
+        stance = np.stack([phase < 0.55, (phase + 0.5) % 1.0 < 0.55], 1)
+        hip = np.r_[1, 2, 7, 8]
+        height = self.qpos[:, 2]
+        tilt = np.arccos(np.clip(-g[:, 2], -1.0, 1.0))
+        fell = (height < FALL_HEIGHT_M) | (tilt > FALL_TILT_RAD) | ~np.all(np.isfinite(self.qpos), 1)
+        terms = {
+            "tracking_lin_vel": np.exp(-e_lin_sq / TRACKING_SIGMA),
+            "tracking_ang_vel": np.exp(-e_yaw_sq / TRACKING_SIGMA),
+            "lin_vel_z": v[:, 2] ** 2,
+            "ang_vel_xy": np.sum(w[:, :2] ** 2, 1),
+            "orientation": np.sum(g[:, :2] ** 2, 1),
+            "base_height": (height - BASE_HEIGHT_TARGET_M) ** 2,
+            "torques": np.sum(self.tau ** 2, 1),
+            "dof_acc": np.sum(ddq ** 2, 1),
+            "dof_vel": np.sum(dq ** 2, 1),
+            "action_rate": np.sum((action - self.last_action) ** 2, 1),
+            "dof_pos_limits": np.sum(np.maximum(self.soft_lo - q, 0) + np.maximum(q - self.soft_hi, 0), 1),
+            "alive": np.ones(self.num_envs),
+            "hip_pos": np.sum(q[:, hip] ** 2, 1),
+        }
+        if s.get("contact", 0.0) or s.get("feet_swing_height", 0.0):
+            moving = np.linalg.norm(self.command, axis=1) > 0.1
+            terms["contact"] = np.sum(contact == stance, 1) * moving
+            fz = self.data.xpos[self.ix.foot_bodies, 2]
+            terms["feet_swing_height"] = np.sum((fz - 0.04 - FOOT_SWING_HEIGHT_M) ** 2 * ~contact, 1) * moving
+        r = sum(s[k] * terms[k] for k in terms if s.get(k, 0.0)) * dt
+        return r, fell, np.sqrt(e_lin_sq), np.sqrt(e_yaw_sq)
