@@ -112,7 +112,17 @@ class HumanoidVecEnv:
         self.max_steps = int(round(episode_s / self.dt_s))
         self.default_pose = self.desc.default_pose.copy()
         self.stand_height = standing_height_m()
-        self.obs_spec = [dict(k) for k in OBS_SPEC]
+        # Actor observation layout: key-major, each key's last ``history`` frames oldest first, so that
+        # every contract key is one flat (history * k,) block: [ang_vel(t-H+1..t), gravity(t-H+1..t), ...].
+        self.obs_spec = [dict(k, shape=[self.history * k["shape"][0]],
+                              units=k["units"] + f"; last {self.history} frames, oldest first") for k in OBS_SPEC]
+        perm, self.obs_slices, o, a = [], {}, 0, 0
+        for k in OBS_SPEC:
+            d = k["shape"][0]
+            perm += [h * FRAME_DIM + a + j for h in range(self.history) for j in range(d)]
+            self.obs_slices[k["name"]] = slice(o, o + self.history * d)
+            o, a = o + self.history * d, a + d
+        self._perm = np.asarray(perm)
         self.frame_dim, self.obs_dim, self.critic_dim, self.action_dim = (
             FRAME_DIM, FRAME_DIM * self.history, CRITIC_DIM, 12)
         self.reward_scales = dict(REWARD_SCALES, **(reward_scales or {}))
@@ -298,7 +308,11 @@ class HumanoidVecEnv:
                               axis=1).astype(np.float32)
 
     def _observe(self) -> np.ndarray:
-        return self.hist.reshape(self.num_envs, -1).copy()
+        return self.hist.reshape(self.num_envs, -1)[:, self._perm]
+
+    def split_obs(self, obs: np.ndarray) -> dict:
+        """Flat actor observation(s) (n, obs_dim) -> {key: (n, history * k)} (the contract's keys)."""
+        return {name: obs[..., sl] for name, sl in self.obs_slices.items()}
 
     def foot_contact(self) -> np.ndarray:
         """(n, 2) bool: any sphere of the left/right foot touches the floor."""

@@ -1,0 +1,435 @@
+"""PPO with an asymmetric critic and observation history for the G1 legs (stand / push recovery, walk).
+
+A thin layer over ``policies.ppo`` (the CleanRL-style quadrotor trainer): it
+reuses ``mlp``, ``RunningMeanStd``, ``Rollout`` (GAE) and ``ppo_update``
+unchanged. The asymmetry is carried by the rollout row: each stored row is
+``[actor_obs_std | critic_obs_std]``; ``AsymmetricActorCritic.dist`` reads the
+first part (the history of 47-D frames the robot really has), ``value`` the
+second (the noise-free frame plus privileged figures only the simulator
+knows: base velocity, friction, masses, gains, pushes, delays). So the PPO
+algorithm stays one piece of code for both robots.
+
+Reads top to bottom: ``HumanoidPPOConfig``, ``AsymmetricActorCritic``, ``train``,
+checkpoint I/O, ``export_humanoid`` (the artifact, same contract schema and
+graph name ``policy`` as ``policies.export_mlp``), ``evaluate`` (survival and
+velocity tracking, through ``policies.runtime.PolicyRuntime`` and the safety
+filter when given an artifact), and the command line.
+
+Imports torch, numpy, sim (the task env) and policies. Never imported by the runtime.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from onboard.errors import OnboardError
+from policies.ppo import Rollout, RunningMeanStd, mlp, ppo_update
+from sim.humanoid_env import ACTION_CLIP, ACTION_SCALE, FRAME_DIM, OBS_SPEC, HumanoidVecEnv
+
+EXPORT_ACTION_BOUND = 4.0      # |a| <= 4: PD target within 1 rad of the default pose (the artifact's range)
+
+
+@dataclass
+class HumanoidPPOConfig:
+    task: str = "stand"
+    dr: bool = True
+    history: int = 5                     # actor frames (47-D each)
+    num_envs: int = 64
+    num_steps: int = 24                  # rollout length per env per update (legged_gym)
+    total_steps: int = 2_000_000
+    learning_rate: float = 5e-4
+    anneal_lr: bool = False
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    update_epochs: int = 5
+    num_minibatches: int = 4
+    clip_coef: float = 0.2
+    ent_coef: float = 0.005
+    vf_coef: float = 1.0
+    max_grad_norm: float = 1.0
+    hidden: tuple = (256, 128)
+    critic_hidden: tuple = (256, 128)
+    init_log_std: float = -1.0           # std 0.37 on the action (0.09 rad on the target)
+    seed: int = 0
+    torch_threads: int = 1
+    log_every: int = 10                  # updates
+    max_wall_s: float = 0.0              # > 0: stop (and keep the model) after this much training time
+    resume: str = ""                     # checkpoint to continue from (weights and statistics)
+
+    def validate(self) -> None:
+        if (self.num_envs * self.num_steps) % self.num_minibatches:
+            raise OnboardError("num_envs * num_steps must divide into num_minibatches", field="num_minibatches",
+                               fix="pick a divisor of num_envs * num_steps")
+        if self.history < 1:
+            raise OnboardError(f"history {self.history} < 1", field="history", fix="use 1 or more frames")
+
+
+class AsymmetricActorCritic(nn.Module):
+    """Actor on the first ``actor_dim`` columns (history), critic on the rest (privileged)."""
+
+    def __init__(self, actor_dim: int, critic_dim: int, act_dim: int, hidden=(256, 128),
+                 critic_hidden=(256, 128), init_log_std=-1.0):
+        super().__init__()
+        self.actor_dim, self.critic_dim = int(actor_dim), int(critic_dim)
+        self.actor = mlp([actor_dim, *hidden, act_dim], out_gain=0.01)
+        self.critic = mlp([critic_dim, *critic_hidden, 1], out_gain=1.0)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
+
+    def dist(self, x: torch.Tensor) -> torch.distributions.Normal:
+        return torch.distributions.Normal(self.actor(x[..., :self.actor_dim]), self.log_std.exp())
+
+    def value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(x[..., self.actor_dim:]).squeeze(-1)
+
+
+class ObsNormalizer:
+    """Frame statistics (47-D) applied to every history slot, plus the critic's own statistics."""
+
+    def __init__(self, env: HumanoidVecEnv):
+        self.frame = RunningMeanStd(FRAME_DIM)
+        self.critic = RunningMeanStd(env.critic_dim)
+        self.history = env.history
+        self._perm = env._perm
+
+    def update(self, critic_obs: np.ndarray) -> None:
+        self.frame.update(critic_obs[:, :FRAME_DIM])      # the noise-free frame: stable statistics
+        self.critic.update(critic_obs)
+
+    def actor_mean_std(self):
+        mean = np.tile(self.frame.mean, self.history)[self._perm]
+        std = np.tile(self.frame.std, self.history)[self._perm]
+        return mean, std
+
+    def actor(self, obs: np.ndarray) -> np.ndarray:
+        mean, std = self.actor_mean_std()
+        return np.clip((obs - mean) / std, -10, 10).astype(np.float32)
+
+    def both(self, obs, critic_obs) -> np.ndarray:
+        return np.concatenate([self.actor(obs), self.critic.normalize(critic_obs)], axis=1)
+
+
+@dataclass
+class HumanoidTrainResult:
+    model: AsymmetricActorCritic
+    norm: ObsNormalizer
+    config: HumanoidPPOConfig
+    history: list = field(default_factory=list)
+    wall_s: float = 0.0
+    env_steps: int = 0
+    env_meta: dict = field(default_factory=dict)
+
+
+def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
+    cfg.validate()
+    torch.set_num_threads(cfg.torch_threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    env = HumanoidVecEnv(cfg.num_envs, task=cfg.task, dr=cfg.dr, seed=cfg.seed, history=cfg.history)
+    ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
+                               cfg.init_log_std)
+    opt = torch.optim.Adam(ac.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    norm = ObsNormalizer(env)
+    if cfg.resume:
+        prev, _ = load_checkpoint(cfg.resume)
+        ac.load_state_dict(prev.model.state_dict())
+        norm.frame, norm.critic = prev.norm.frame, prev.norm.critic
+    ro = Rollout(cfg.num_steps, cfg.num_envs, env.obs_dim + env.critic_dim, env.action_dim)
+    n_updates = max(1, cfg.total_steps // (cfg.num_envs * cfg.num_steps))
+    obs, info = env.reset(seed=cfg.seed)
+    cobs = info["critic_obs"]
+    res = HumanoidTrainResult(ac, norm, cfg, env_meta={
+        "obs_spec": env.obs_spec, "history": env.history,
+        "dr_ranges": env.randomizer.ranges() if hasattr(env.randomizer, "ranges") else None})
+    ep_ret, ep_len, ep_fell, ep_lin = [], [], [], []
+    t0 = time.perf_counter()
+    for upd in range(n_updates):
+        if cfg.anneal_lr:
+            opt.param_groups[0]["lr"] = cfg.learning_rate * (1 - upd / n_updates)
+        for t in range(cfg.num_steps):
+            norm.update(cobs)
+            x = norm.both(obs, cobs)
+            with torch.no_grad():
+                xt = torch.as_tensor(x)
+                d = ac.dist(xt)
+                u = d.sample()
+                ro.logp[t] = d.log_prob(u).sum(-1).numpy()
+                ro.val[t] = ac.value(xt).numpy()
+            ro.obs[t], ro.u[t] = x, u.numpy()
+            obs, rew, term, trunc, info = env.step(u.numpy())
+            cobs = info["critic_obs"]
+            rew = rew.copy()
+            if "done_idx" in info:
+                idx = info["done_idx"]
+                tr = trunc[idx]
+                if tr.any():   # time limit: bootstrap from the final observation's value
+                    xf = norm.both(info["final_obs"][tr], info["final_critic_obs"][tr])
+                    with torch.no_grad():
+                        rew[idx[tr]] += cfg.gamma * ac.value(torch.as_tensor(xf)).numpy()
+                ep_ret += info["episode_return"].tolist()
+                ep_len += info["episode_steps"].tolist()
+                ep_fell += info["episode_fell"].tolist()
+                ep_lin += info["episode_lin_vel_err"].tolist()
+            ro.rew[t], ro.done[t] = rew, (term | trunc).astype(np.float32)
+        with torch.no_grad():
+            last_val = ac.value(torch.as_tensor(norm.both(obs, cobs))).numpy()
+        adv, ret = ro.advantages(last_val, cfg.gamma, cfg.gae_lambda)
+        stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng)
+        res.env_steps = (upd + 1) * cfg.num_envs * cfg.num_steps
+        stop = cfg.max_wall_s > 0 and time.perf_counter() - t0 > cfg.max_wall_s
+        if ep_ret and ((upd + 1) % cfg.log_every == 0 or upd == n_updates - 1 or stop):
+            row = {"update": upd + 1, "env_steps": res.env_steps, "wall_s": round(time.perf_counter() - t0, 1),
+                   "return": float(np.mean(ep_ret)), "episode_s": float(np.mean(ep_len)) * env.dt_s,
+                   "fall_rate": float(np.mean(ep_fell)), "lin_vel_err": float(np.mean(ep_lin)),
+                   "episodes": len(ep_ret), "std": float(ac.log_std.exp().mean()), **stats}
+            res.history.append(row)
+            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+            ep_ret, ep_len, ep_fell, ep_lin = [], [], [], []
+        if stop:
+            log(json.dumps({"stopped": "max_wall_s", "update": upd + 1, "env_steps": res.env_steps}))
+            break
+    res.wall_s = time.perf_counter() - t0
+    return res
+
+
+# ---------------------------------------------------------------- checkpoint
+def save_checkpoint(res: HumanoidTrainResult, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    n = res.norm
+    torch.save({"config": asdict(res.config), "state_dict": res.model.state_dict(),
+                "frame_mean": n.frame.mean.tolist(), "frame_var": n.frame.var.tolist(),
+                "critic_mean": n.critic.mean.tolist(), "critic_var": n.critic.var.tolist(),
+                "history": res.history, "wall_s": res.wall_s, "env_steps": res.env_steps,
+                "env_meta": res.env_meta}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path):
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    c = ck["config"]
+    cfg = HumanoidPPOConfig(**{**c, "hidden": tuple(c["hidden"]), "critic_hidden": tuple(c["critic_hidden"])})
+    env = HumanoidVecEnv(1, task=cfg.task, dr=False, history=cfg.history)
+    ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden)
+    ac.load_state_dict(ck["state_dict"])
+    norm = ObsNormalizer(env)
+    norm.frame.mean, norm.frame.var = np.asarray(ck["frame_mean"]), np.asarray(ck["frame_var"])
+    norm.critic.mean, norm.critic.var = np.asarray(ck["critic_mean"]), np.asarray(ck["critic_var"])
+    return HumanoidTrainResult(ac, norm, cfg, ck.get("history", []), ck.get("wall_s", 0.0),
+                               ck.get("env_steps", 0), ck.get("env_meta", {})), ck
+
+
+# ---------------------------------------------------------------- export
+class _PolicyGraph(nn.Module):
+    """Standardized (B, obs_dim) -> normalized action a / EXPORT_ACTION_BOUND in [-1, 1]."""
+
+    def __init__(self, actor: nn.Module):
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, obs):
+        return torch.clamp(self.actor(obs), -EXPORT_ACTION_BOUND, EXPORT_ACTION_BOUND) / EXPORT_ACTION_BOUND
+
+
+def build_contract(res: HumanoidTrainResult, ck: dict, *, onnx_name: str, robot: str = "g1_12dof",
+                   safety=None, evaluation=None):
+    from onboard.spec import PolicyContract, load_robot
+    from policies.export import _safety_envelope, git_sha
+    profile = load_robot(robot)
+    cfg, H = res.config, res.config.history
+    norm = {}
+    for k, (sl_start) in zip(OBS_SPEC, np.cumsum([0] + [k["shape"][0] for k in OBS_SPEC])[:-1]):
+        d = k["shape"][0]
+        m = np.tile(res.norm.frame.mean[sl_start:sl_start + d], H)
+        s = np.tile(res.norm.frame.std[sl_start:sl_start + d], H)
+        norm[k["name"]] = {"kind": "meanstd", "mean": m.tolist(), "std": s.tolist()}
+    default = np.asarray(profile.default_pose, float)
+    span = ACTION_SCALE * EXPORT_ACTION_BOUND
+    return PolicyContract(
+        policy_kind="ppo",
+        robot={"name": profile.name, "profile_hash": profile.hash, "joint_names": list(profile.joint_names)},
+        observation={"keys": [{"name": k["name"], "shape": [H * k["shape"][0]],
+                               "units": k["units"] + f"; last {H} frames at 50 Hz, oldest first"} for k in OBS_SPEC],
+                     "obs_horizon": 1, "normalization": norm},
+        action={"type": "joint_pd_offset", "names": list(profile.joint_names), "dim": 12,
+                "normalization": {"kind": "minmax", "min": (default - span).tolist(),
+                                  "max": (default + span).tolist()},
+                "pred_horizon": 1, "action_horizon": 1, "control_rate_hz": float(profile.rates_hz["control_hz"]),
+                "pd_gains": {"kp": profile.raw["pd_gains"]["kp"], "kd": profile.raw["pd_gains"]["kd"]},
+                "mapping": f"graph output a/{EXPORT_ACTION_BOUND} in [-1, 1] -> PD target = default_pose + "
+                           f"{ACTION_SCALE} * a (minmax over default +- {span} rad)"},
+        graphs={"policy": {"file": onnx_name, "opset": 20, "inputs": {"obs": ["batch", res.model.actor_dim]},
+                           "outputs": {"action": ["batch", 12]}}},
+        safety_envelope=_safety_envelope(profile.name, safety),
+        provenance={"git_sha": git_sha(), "train_config": asdict(cfg), "env_steps": ck.get("env_steps"),
+                    "train_wall_s": ck.get("wall_s"), "dr_ranges": (ck.get("env_meta") or {}).get("dr_ranges"),
+                    "evaluation": evaluation, "torch_version": torch.__version__,
+                    "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        extra={"obs_clip": 10.0, "history": H, "task": cfg.task, "gait_period_s": 0.8,
+               "observation_builder": "sim.humanoid_env.HumanoidVecEnv (key-major history layout)"},
+    )
+
+
+def export_humanoid(checkpoint: str | Path, out: str | Path, *, safety=None, evaluation=None):
+    """Checkpoint -> ``out`` (.onnx with the contract); ONNX Runtime checked against torch before rename."""
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise OnboardError(f"output must end in .onnx, got '{out.name}'", file=str(out), field="--out",
+                           fix="e.g. --out g1_stand.onnx")
+    from onboard.spec import CONTRACT_KEY
+    from policies.artifact import load_artifact
+    res, ck = load_checkpoint(checkpoint)
+    contract = build_contract(res, ck, onnx_name=out.name, safety=safety, evaluation=evaluation)
+    graph = _PolicyGraph(res.model.actor).eval()
+    x = np.random.default_rng(0).standard_normal((2, res.model.actor_dim)).astype(np.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        tmp_path = Path(tmp) / out.name
+        onnx_log = logging.getLogger("torch.onnx")
+        level = onnx_log.level
+        onnx_log.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(graph, (torch.from_numpy(x),), dynamo=True, opset_version=20,
+                                        input_names=["obs"], output_names=["action"],
+                                        dynamic_shapes={"obs": {0: torch.export.Dim("batch", min=1, max=4096)}})
+        onnx_log.setLevel(level)
+        program.model.metadata_props[CONTRACT_KEY] = contract.to_json()
+        program.save(str(tmp_path), external_data=False)
+        art = load_artifact(tmp_path, robot="g1_12dof")
+        with torch.no_grad():
+            ref = graph(torch.from_numpy(x)).numpy()
+        diff = float(np.abs(ref - art.policy(x)).max())
+        if diff > 1e-5:
+            raise OnboardError(f"ONNX Runtime differs from torch by {diff:.2e}", file=str(checkpoint),
+                               field="parity", fix="check the exporter version; nothing was written")
+        os.replace(tmp_path, out)
+    return contract
+
+
+# ---------------------------------------------------------------- evaluation
+def torch_act_fn(res: HumanoidTrainResult):
+    """Deterministic torch policy (mean): obs (n, obs_dim) -> PD targets (n, 12) [rad]."""
+    def act(obs, env):
+        with torch.no_grad():
+            mu = res.model.actor(torch.as_tensor(res.norm.actor(obs))).numpy()
+        return env.default_pose + ACTION_SCALE * np.clip(mu, -ACTION_CLIP, ACTION_CLIP)
+    return act
+
+
+def runtime_act_fn(artifact: str | Path, num_envs: int, safety: bool = True):
+    """The artifact through ``PolicyRuntime`` (ONNX Runtime) and one safety filter per robot."""
+    from policies.runtime import PolicyRuntime
+    from sim2real.safety import SafetyFilter
+    filters = [SafetyFilter.for_robot("g1_12dof") for _ in range(num_envs)] if safety else None
+    rt = PolicyRuntime(artifact, robot="g1_12dof", safety=filters, num_envs=num_envs)
+    state = {"t": np.zeros(num_envs), "rt": rt, "filters": filters}
+
+    def act(obs, env, reset_idx=None):
+        if reset_idx is not None:
+            state["t"][reset_idx] = 0.0
+            if filters is not None:
+                rt.reset_envs(reset_idx, [env.robot_state(i) for i in reset_idx], t=0.0)
+            return None
+        states = [env.robot_state(i) for i in range(env.num_envs)] if filters is not None else None
+        cmd = rt.act_batch(env.split_obs(obs), t=state["t"].copy(), states=states)
+        state["t"] += env.dt_s
+        return cmd
+    act.state = state
+    return act
+
+
+def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed: int = 10_000,
+             num_envs: int = 50, history: int = 5, episode_s: float = 20.0, command=None) -> dict:
+    """Survival of ``episode_s`` episodes (pushes and DR per the task's YAML) and velocity tracking.
+
+    ``act_fn(obs, env) -> PD targets (n, 12)``; ``command`` (3,) fixes the walk command.
+    Held-out seeds: ``seed`` is far from the training seeds. Each env slot scores its first episode."""
+    fell, lin_err, yaw_err, lengths, dampings = [], [], [], [], 0
+    rounds = math.ceil(episodes / num_envs)
+    for r in range(rounds):
+        n = min(num_envs, episodes - r * num_envs)
+        env = HumanoidVecEnv(n, task=task, dr=dr, seed=seed + r, history=history, episode_s=episode_s)
+        obs, _ = env.reset()
+        if hasattr(act_fn, "state"):
+            act_fn(obs, env, reset_idx=np.arange(n))
+        got = np.zeros(n, bool)
+        f, le, ye, ln = np.zeros(n, bool), np.zeros(n), np.zeros(n), np.zeros(n)
+        for _ in range(env.max_steps):
+            if command is not None:
+                env.command[:] = command
+            target = act_fn(obs, env)
+            obs, _, _, _, info = env.step_targets(target)
+            if "done_idx" in info:
+                for j, i in enumerate(info["done_idx"]):
+                    if not got[i]:
+                        got[i] = True
+                        f[i], le[i], ye[i] = info["episode_fell"][j], info["episode_lin_vel_err"][j], \
+                            info["episode_yaw_rate_err"][j]
+                        ln[i] = info["episode_steps"][j] * env.dt_s
+                if hasattr(act_fn, "state"):
+                    act_fn(obs, env, reset_idx=info["done_idx"])
+            if got.all():
+                break
+        if hasattr(act_fn, "state") and act_fn.state["filters"]:
+            dampings += sum(int(fl.counts.get("attitude", 0) > 0) for fl in act_fn.state["filters"])
+        fell += f.tolist()
+        lin_err += le.tolist()
+        yaw_err += ye.tolist()
+        lengths += ln.tolist()
+    fell = np.asarray(fell)
+    ok = ~fell
+    return {"episodes": len(fell), "survival": float(ok.mean()), "falls": int(fell.sum()),
+            "mean_episode_s": float(np.mean(lengths)),
+            "lin_vel_err_m_s": float(np.mean(np.asarray(lin_err)[ok])) if ok.any() else float("nan"),
+            "yaw_rate_err_rad_s": float(np.mean(np.asarray(yaw_err)[ok])) if ok.any() else float("nan"),
+            "attitude_damping_episodes": dampings}
+
+
+# ---------------------------------------------------------------- command line
+def main(argv=None) -> int:
+    """``python -m policies.humanoid_ppo --task stand --max-wall-s 900 --out runs/g1/stand`` trains, saves
+    ``<out>.pt``, exports ``<out>.onnx`` and evaluates both (torch and runtime + safety filter)."""
+    import argparse
+    ap = argparse.ArgumentParser(description="PPO (asymmetric critic, history) for the G1 legs")
+    ap.add_argument("--task", default="stand", choices=["stand", "walk"])
+    ap.add_argument("--total-steps", type=int, default=HumanoidPPOConfig.total_steps)
+    ap.add_argument("--num-envs", type=int, default=HumanoidPPOConfig.num_envs)
+    ap.add_argument("--history", type=int, default=HumanoidPPOConfig.history)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-wall-s", type=float, default=0.0)
+    ap.add_argument("--no-dr", action="store_true")
+    ap.add_argument("--resume", help="checkpoint to continue from (weights and statistics)")
+    ap.add_argument("--eval-episodes", type=int, default=100)
+    ap.add_argument("--out", required=True, help="path prefix for <out>.pt and <out>.onnx")
+    a = ap.parse_args(argv)
+    cfg = HumanoidPPOConfig(task=a.task, total_steps=a.total_steps, num_envs=a.num_envs, history=a.history,
+                            seed=a.seed, dr=not a.no_dr, max_wall_s=a.max_wall_s,
+                            resume=a.resume or "")
+    res = train(cfg, log=lambda line: print(line, flush=True))
+    ck = save_checkpoint(res, f"{a.out}.pt")
+    export_humanoid(ck, f"{a.out}.onnx")
+    print(json.dumps({"checkpoint": str(ck), "artifact": f"{a.out}.onnx", "train_wall_s": round(res.wall_s, 1),
+                      "env_steps": res.env_steps}), flush=True)
+    if a.eval_episodes:
+        ev = evaluate(torch_act_fn(res), task=a.task, episodes=a.eval_episodes, history=cfg.history)
+        print(json.dumps({"eval_torch": ev}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
