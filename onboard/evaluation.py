@@ -192,3 +192,120 @@ def plot_success(rows: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---- residual policies: base vs base+residual on the same seeds ---------------------------------
+@dataclass
+class ResidualEvalResult:
+    config: dict
+    rows: list                       # one EvalResult-like dict per variant ("base", "base+residual")
+    paired: dict                     # per-seed outcome counts: both, neither, only_base, only_residual
+    residual_per_step: list          # mean |correction| (max over axes) at each control step, over episodes
+    wall_s: float = 0.0
+
+
+def _run_variant(rt, env, cfg: EvalConfig, safety, label: str, progress: bool) -> dict:
+    from tqdm import tqdm
+
+    dt_s = 1.0 / rt.contract.control_rate_hz
+    per_episode, successes = [], 0
+    bar = tqdm(range(cfg.episodes), desc=f"eval {label}", unit="ep", disable=not progress)
+    for ep in bar:
+        obs, info = env.reset(seed=cfg.seed + ep)
+        state = _state_from_obs(obs)
+        rt.reset(state=state, t=0.0, seed=cfg.seed + ep)     # same sampler noise for both variants
+        success, steps, t, done, mags = False, 0, 0.0, False, []
+        while not done:
+            cmd = rt.act(obs, t=t, state=state)
+            mags.append(rt.last_residual_magnitude)
+            obs, _reward, terminated, truncated, info = env.step(cmd)
+            state = _state_from_obs(obs)
+            steps += 1
+            t += dt_s
+            success = success or bool(info.get("success", False))
+            done = terminated or truncated or success
+        successes += int(success)
+        per_episode.append({"episode": ep, "seed": cfg.seed + ep, "success": success, "steps": steps,
+                            "residual_abs_mean": float(np.mean(mags)) if mags else 0.0,
+                            "residual_abs_max": float(np.max(mags)) if mags else 0.0,
+                            "residual_abs_per_step": [round(float(m), 5) for m in mags]})
+        bar.set_postfix(success=f"{successes}/{ep + 1}")
+    lo, hi = wilson_interval(successes, cfg.episodes)
+    return {"label": label, "successes": successes, "episodes": cfg.episodes,
+            "success_rate": successes / max(cfg.episodes, 1), "ci95": [lo, hi],
+            "max_residual_share": rt.max_residual_share, "per_episode": per_episode,
+            "interventions": safety.summary() if safety is not None else {},
+            "inference_ms": rt.timing_summary()}
+
+
+def evaluate_residual(artifact: str | Path, cfg: EvalConfig, out_dir: str | Path | None = None,
+                      progress: bool = True, base: str | Path | None = None,
+                      max_residual_share: float = 1.0) -> ResidualEvalResult:
+    """Run the residual's base alone (residual share 0) and base+residual on the same seeds (env draws
+    and sampler noise), through the same runtime and safety filter. Writes eval_report.json and
+    eval_residual.png (success with 95% CI, and mean residual magnitude per step) when ``out_dir`` is set."""
+    from policies.residual_runtime import ResidualRuntime
+    from sim.arm_env import ArmEnv
+    from sim2real.safety import SafetyFilter
+
+    artifact = Path(artifact)
+    t0 = time.perf_counter()
+    rows = []
+    for label, share in (("base", 0.0), ("base+residual", float(max_residual_share))):
+        rt = ResidualRuntime(base, artifact, robot=cfg.robot, num_steps=cfg.num_steps, seed=cfg.seed,
+                             max_residual_share=share)
+        robot = cfg.robot or rt.contract.robot["name"]
+        safety = SafetyFilter.for_robot(robot, dt_s=1.0 / rt.contract.control_rate_hz) if cfg.safety else None
+        rt.safety = safety
+        env = ArmEnv(task=cfg.task, dr=cfg.dr, seed=cfg.seed)
+        missing = [k for k in rt.obs_keys if k not in env.observation_space.spaces]
+        if missing:
+            raise OnboardError(f"artifact needs observation keys {missing} that task '{cfg.task}' does not provide",
+                               file=str(artifact), field="observation.keys",
+                               fix="evaluate on the task the residual was trained for")
+        rows.append(_run_variant(rt, env, cfg, safety, label, progress))
+    a = [e["success"] for e in rows[0]["per_episode"]]
+    b = [e["success"] for e in rows[1]["per_episode"]]
+    paired = {"both": sum(x and y for x, y in zip(a, b)), "neither": sum(not x and not y for x, y in zip(a, b)),
+              "only_base": sum(x and not y for x, y in zip(a, b)), "only_residual": sum(y and not x for x, y in zip(a, b))}
+    per_step = [e["residual_abs_per_step"] for e in rows[1]["per_episode"]]
+    longest = max((len(p) for p in per_step), default=0)
+    mean_step = [float(np.mean([p[i] for p in per_step if len(p) > i])) for i in range(longest)]
+    result = ResidualEvalResult(config={**cfg.__dict__, "artifact": str(artifact), "num_steps": rt.num_steps,
+                                        "base": str(rt.base_path), "scale": rt.scale},
+                                rows=rows, paired=paired, residual_per_step=mean_step,
+                                wall_s=time.perf_counter() - t0)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(out_dir / "eval_report.json", _jsonable(result.__dict__))
+        plot_residual_comparison(result, out_dir / "eval_residual.png", f"{artifact.name} on {cfg.task}")
+    return result
+
+
+def plot_residual_comparison(result: ResidualEvalResult, path: Path, title: str) -> None:
+    """One figure: success (95% CI) of base vs base+residual, and mean residual magnitude per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(8, 3.2), gridspec_kw={"width_ratios": [1, 1.6]})
+    rates = np.array([r["success_rate"] for r in result.rows])
+    err = np.array([[r["success_rate"] - r["ci95"][0] for r in result.rows],
+                    [r["ci95"][1] - r["success_rate"] for r in result.rows]])
+    ax.bar(np.arange(len(rates)), rates, yerr=err, capsize=4, color=["#999999", "#4C72B0"][:len(rates)])
+    ax.set_xticks(np.arange(len(rates)), [r["label"] for r in result.rows])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate (95% CI)")
+    ax.set_title(title, fontsize=8)
+    bx.plot(np.arange(len(result.residual_per_step)), result.residual_per_step, lw=1.2)
+    bx.axhline(result.config.get("scale", 0.0), ls="--", c="k", lw=0.8, label="bound (scale)")
+    bx.set_xlabel("control step")
+    bx.set_ylabel("mean max|correction| (normalized)")
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)

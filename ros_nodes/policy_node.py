@@ -60,7 +60,7 @@ class PolicyLoop:
 
     def __init__(self, artifact: str, robot: str = "franka_panda", safety_config: str = "",
                  num_steps: int = 0, state_timeout_s: float = 0.0, expected_state_hz: float = 0.0,
-                 seed: int = 0):
+                 seed: int = 0, max_residual_share: float = 1.0):
         from onboard.spec.robot import load_robot
         self.profile = load_robot(robot)
         self.gate = StateGate(tuple(self.profile.joint_names),
@@ -80,6 +80,7 @@ class PolicyLoop:
         self.state_timeout_s = state_timeout_s
         self._started = False
         self._lock = threading.Lock()
+        self.max_residual_share = float(max_residual_share)   # residual artifacts: runtime cap (0..1 of its bound)
         try:
             self._load(artifact, safety_config, num_steps, seed)
         except Exception as exc:    # noqa: BLE001 - any load failure means: never publish, say why
@@ -96,7 +97,12 @@ class PolicyLoop:
             raise OnboardError("artifact file not found", file=artifact, field="artifact",
                                fix="pass the path of an exported policy.onnx")
         # the runtime checks the contract against the profile (robot name, joints, actions)
-        probe = PolicyRuntime(artifact, robot=self.profile, num_steps=num_steps or None, seed=seed)
+        from policies.residual_runtime import ResidualRuntime, is_residual_artifact
+        if is_residual_artifact(artifact):      # frozen diffusion base + bounded residual (policies.residual_runtime)
+            probe = ResidualRuntime(None, artifact, robot=self.profile, num_steps=num_steps or None, seed=seed,
+                                    max_residual_share=self.max_residual_share)
+        else:
+            probe = PolicyRuntime(artifact, robot=self.profile, num_steps=num_steps or None, seed=seed)
         dt = 1.0 / probe.contract.control_rate_hz
         self.safety = (SafetyFilter.from_yaml(self.profile, safety_config, dt_s=dt) if safety_config
                        else SafetyFilter.for_robot(self.profile, dt_s=dt))
@@ -217,6 +223,8 @@ class PolicyLoop:
         for check, n in sorted(s["counts"].items()):
             values[f"interventions.{check}"] = n
         values["stale_ticks"] = self.stale_ticks
+        if hasattr(self.rt, "last_residual_magnitude"):    # residual artifacts: last |correction| (normalized)
+            values["residual_abs"] = float(self.rt.last_residual_magnitude)
         if self.status == STALE:
             return "stale", f"stale /joint_states ({g.age_s(t):.2f} s old): holding", values
         if self.status == WAITING:
@@ -249,6 +257,7 @@ def _make_node(loop_kwargs: dict, strict: bool):
             robot = p("robot", "franka_panda").value
             safety_config = p("safety_config", "").value
             num_steps = int(p("num_steps", 0).value)
+            residual_share = float(p("max_residual_share", 1.0).value)
             self.interface = p("command_interface", "forward_position").value
             fwd = p("forward_controller", "forward_position_controller").value.strip("/")
             jtc = p("trajectory_controller", "joint_trajectory_controller").value.strip("/")
@@ -266,7 +275,7 @@ def _make_node(loop_kwargs: dict, strict: bool):
                 raise OnboardError(f"unknown command_interface {self.interface!r}", field="command_interface",
                                    fix="use forward_position or joint_trajectory")
             self.loop = PolicyLoop(artifact, robot, safety_config, num_steps, state_timeout, state_hz,
-                                   **loop_kwargs)
+                                   **{"max_residual_share": residual_share, **loop_kwargs})
             if not self.loop.ok and self.strict:
                 raise SystemExit(self.loop.error)
             self.policy_joints = tuple(self.loop.profile.joint_names)
