@@ -19,6 +19,7 @@ VERBS = {
     "train": "onboard.commands.train",
     "export": "onboard.commands.export",
     "eval": "onboard.commands.eval",
+    "sim2sim": "onboard.commands.sim2sim",
     "launch": "onboard.commands.launch",
     "bench": "onboard.commands.bench",
     "calibrate": "onboard.commands.calibrate",

@@ -26,6 +26,9 @@ from onboard.spec.robot import RobotProfile, load_robot
 # to pay for its synchronization, and one thread leaves the other core to the control loop.
 DEFAULT_INTRA_OP_THREADS = 1
 DENOISER_INPUTS = ("sample", "timestep", "obs_cond")
+# Single-step MLP policies (PPO, residual over a baseline controller): graph ``policy``,
+# inputs ``obs`` (+ ``base_action`` for a residual), output ``action`` (policies.export_mlp).
+MLP_KINDS = ("ppo", "residual", "mlp")
 
 
 @dataclass
@@ -41,6 +44,13 @@ class Artifact:
         return self.session.run(["eps"], {"sample": np.ascontiguousarray(sample, dtype=np.float32),
                                           "timestep": np.ascontiguousarray(timestep, dtype=np.int64),
                                           "obs_cond": np.ascontiguousarray(obs_cond, dtype=np.float32)})[0]
+
+    def policy(self, obs: np.ndarray, base_action: np.ndarray | None = None) -> np.ndarray:
+        """One MLP policy call: normalized action (B, action_dim) for standardized observations (B, obs_dim)."""
+        feed = {"obs": np.ascontiguousarray(obs, dtype=np.float32)}
+        if base_action is not None:
+            feed["base_action"] = np.ascontiguousarray(base_action, dtype=np.float32)
+        return self.session.run(["action"], feed)[0]
 
 
 def open_session(path: str | Path, *, intra_op_num_threads: int = DEFAULT_INTRA_OP_THREADS):
@@ -82,6 +92,9 @@ def read_contract(session, *, source: str) -> PolicyContract:
 
 def check_graph(session, contract: PolicyContract, *, source: str) -> None:
     """The graph's inputs and outputs must be the ones the contract describes."""
+    if contract.policy_kind in MLP_KINDS:
+        _check_mlp_graph(session, contract, source=source)
+        return
     if contract.policy_kind not in ("diffusion",):
         return
     inputs = {i.name: i for i in session.get_inputs()}
@@ -99,6 +112,27 @@ def check_graph(session, contract: PolicyContract, *, source: str) -> None:
             raise ContractError(f"graph input '{name}' has shape {shape}, the contract implies [batch, "
                                 f"{', '.join(map(str, tail))}]", file=source, field=f"graphs.denoiser.inputs.{name}",
                                 fix="re-export; the contract and the graph disagree")
+
+
+def _check_mlp_graph(session, contract: PolicyContract, *, source: str) -> None:
+    g = contract.graphs.get("policy")
+    if not isinstance(g, dict) or not isinstance(g.get("inputs"), dict):
+        raise ContractError("the contract has no 'policy' graph", file=source, field="graphs.policy",
+                            fix="export the checkpoint with `onboard export` (policies.export_mlp)")
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    if set(inputs) != set(g["inputs"]) or "action" not in outputs:
+        raise ContractError(f"policy graph has inputs {sorted(inputs)} and outputs {sorted(outputs)}; the "
+                            f"contract says inputs {sorted(g['inputs'])} and output 'action'", file=source,
+                            field="graphs.policy.inputs", fix="re-export with `onboard export`")
+    residual = contract.extra.get("residual")
+    if ("base_action" in inputs) != (residual is not None):
+        raise ContractError("a residual graph needs both a 'base_action' input and extra.residual (the baseline)",
+                            file=source, field="extra.residual", fix="re-export with `onboard export`")
+    if list(inputs["obs"].shape)[1:] != [contract.obs_dim]:
+        raise ContractError(f"graph input 'obs' has shape {list(inputs['obs'].shape)}, the contract implies "
+                            f"[batch, {contract.obs_dim}]", file=source, field="graphs.policy.inputs.obs",
+                            fix="re-export; the contract and the graph disagree")
 
 
 def load_artifact(path: str | Path, *, robot: str | RobotProfile | None = None,

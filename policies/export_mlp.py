@@ -62,6 +62,28 @@ class PolicyGraph(nn.Module):
         return torch.tanh(mu)
 
 
+def default_envelope(robot: str, task: str) -> str | None:
+    """The envelope recorded for a quadrotor policy: tracking tasks fly at up to 1.8 m/s, where the
+    robot's default indoor envelope (CBF alpha 2, 2.0 m/s) dominates tracking; they get the
+    figure-8 evaluation envelope (docs/quadrotor.md, "Safety envelope"). Hover keeps the default."""
+    from onboard.paths import config_dir
+    if task == "track":
+        p = config_dir() / "safety" / f"{robot}_figure8.yaml"
+        if p.is_file():
+            return str(p)
+    return None
+
+
+def is_ppo_checkpoint(path: str | Path) -> bool:
+    """True for a checkpoint written by ``policies.ppo.save_checkpoint`` (vs a diffusion one)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:   # noqa: BLE001 - let the real exporter report the unreadable file
+        return False
+    return isinstance(ck, dict) and "obs_mean" in ck and isinstance(ck.get("config"), dict) \
+        and "residual_scale" in ck["config"]
+
+
 def build_contract(res, ck: dict, *, robot="crazyflie2x", onnx_name: str, safety=None, evaluation=None) -> PolicyContract:
     profile = load_robot(robot)
     cfg = res.config
@@ -95,7 +117,7 @@ def build_contract(res, ck: dict, *, robot="crazyflie2x", onnx_name: str, safety
                 "pred_horizon": 1, "action_horizon": 1, "control_rate_hz": float(profile.rates_hz["control_hz"])},
         graphs={"policy": {"file": onnx_name, "opset": OPSET, "inputs": inputs,
                            "outputs": {"action": ["batch", 4]}}},
-        safety_envelope=_safety_envelope(profile.name, safety),
+        safety_envelope=_safety_envelope(profile.name, safety or default_envelope(profile.name, cfg.task)),
         provenance={"git_sha": git_sha(), "train_config": asdict(cfg), "env_steps": ck.get("env_steps"),
                     "train_wall_s": ck.get("wall_s"), "dr_ranges": meta.get("dr_ranges"),
                     "evaluation": evaluation, "torch_version": torch.__version__,
@@ -133,11 +155,11 @@ def export_ppo_checkpoint(checkpoint: str | Path, out: str | Path, *, safety=Non
         onnx_log.setLevel(level)
         program.model.metadata_props[CONTRACT_KEY] = contract.to_json()
         program.save(str(tmp_path), external_data=False)
-        from policies.mlp_runtime import MLPArtifact
-        art = MLPArtifact(tmp_path)
+        from policies.artifact import load_artifact   # the runtime's reader: contract + graph checks
+        art = load_artifact(tmp_path)
         with torch.no_grad():
             ref = graph(*example).numpy()
-        got = art.run_normalized(obs, base if cfg.mode == "residual" else None)
+        got = art.policy(obs, base if cfg.mode == "residual" else None)
         diff = float(np.abs(ref - got).max())
         if diff > PARITY_TOLERANCE:
             raise OnboardError(f"ONNX Runtime differs from torch by {diff:.2e}", file=str(checkpoint),

@@ -28,6 +28,10 @@ a crash adds -10 and terminates. Crash = ground contact faster than
 ``CRASH_SPEED_M_S``, tilt above ``CRASH_TILT_RAD``, or leaving ``ARENA``.
 A slow touch-down also terminates (``info["landed"]``) but is not a crash.
 
+``plant``: ``mujoco`` (``sim.quadrotor``, the training plant) or ``pybullet``
+(``sim.quad_pybullet``, an independent implementation for sim-to-sim); the
+task, FIFOs, noise, wind and DR draws are the same for both.
+
 DR is a plug-in (``dr``: False, True = ``config/randomization/crazyflie2x_<task>.yaml``,
 a path, a ``QuadDRConfig`` or any object with ``new_episode(env, idx, rng)``);
 the shipped randomizer lives in ``sim2real`` and is imported lazily.
@@ -114,7 +118,7 @@ class QuadVecEnv:
 
     def __init__(self, num_envs: int = 1, task: str = "hover", trajectory: str | None = None, dr=False,
                  seed: int = 0, robot: str = "crazyflie2x", ground_effect: bool = True,
-                 episode_s: float | None = None):
+                 episode_s: float | None = None, plant: str = "mujoco"):
         if task not in TASKS:
             raise ConfigError(f"unknown quadrotor task '{task}'", field="task", fix=f"use one of {list(TASKS)}")
         trajectory = trajectory or ("figure8" if task == "track" else None)
@@ -122,7 +126,14 @@ class QuadVecEnv:
             raise ConfigError(f"unknown trajectory '{trajectory}'", field="trajectory",
                               fix=f"use one of {list(TRAJECTORIES)}")
         self.num_envs, self.task, self.trajectory = int(num_envs), task, trajectory
-        self.sim = QuadrotorBatch(self.num_envs, robot=robot, ground_effect=ground_effect)
+        if plant == "mujoco":
+            self.sim = QuadrotorBatch(self.num_envs, robot=robot, ground_effect=ground_effect)
+        elif plant == "pybullet":    # the independent implementation (sim-to-sim)
+            from sim.quad_pybullet import PyBulletQuadBatch
+            self.sim = PyBulletQuadBatch(self.num_envs, robot=robot, ground_effect=ground_effect)
+        else:
+            raise ConfigError(f"unknown quadrotor plant '{plant}'", field="plant", fix="use mujoco or pybullet")
+        self.plant = plant
         self.substeps = int(round(1.0 / (CONTROL_HZ * self.sim.dt_s)))
         self.dt_s = self.substeps * self.sim.dt_s
         self.max_steps = int(round((episode_s or EPISODE_S[task]) / self.dt_s))

@@ -45,24 +45,25 @@ def test_config_refuses_an_unbounded_residual():
         PPOConfig(residual_scale=2.0).validate()
 
 
-def test_exported_artifact_acts_like_the_torch_policy_in_closed_loop(trained, tmp_path):
+def test_exported_artifact_acts_like_the_torch_policy_in_closed_loop_through_the_one_runtime(trained, tmp_path):
     from policies.export_mlp import export_ppo_checkpoint
-    from policies.mlp_runtime import MLPArtifact
+    from policies.runtime import PolicyRuntime
     res, path = trained
     contract = export_ppo_checkpoint(path, tmp_path / "quad.onnx")
     assert contract.policy_kind == "residual" and contract.action["type"] == "thrust_body_rates"
-    art = MLPArtifact(tmp_path / "quad.onnx")
+    rt = PolicyRuntime(tmp_path / "quad.onnx", num_envs=3)
     env = QuadVecEnv(3, task="track", dr=True, seed=5)
     obs, _ = env.reset()
     torch_act, state = policy_act_fn(res), {"env": env}
-    art.reset(3)
+    rt.reset_envs()
     for _ in range(20):
         a_torch = torch_act(obs, state)
-        a_onnx = art.act_normalized(split_obs(obs))
+        a_onnx = rt.act_normalized_batch(split_obs(obs))
         assert np.abs(a_torch - a_onnx).max() < 1e-4
         obs, *_ = env.step(a_onnx)
-    cmd = art.act(split_obs(obs))
+    cmd = rt.act_batch(split_obs(obs))
     assert cmd.shape == (3, 4) and np.all(cmd[:, 0] >= 0) and np.all(cmd[:, 0] <= env.max_thrust_n + 1e-6)
+    np.testing.assert_allclose(rt.to_normalized(cmd), np.clip(rt.to_normalized(cmd), -1, 1), atol=1e-6)
 
 
 def test_evaluation_counts_exactly_the_requested_episodes():
@@ -74,7 +75,7 @@ def test_evaluation_counts_exactly_the_requested_episodes():
 def test_held_out_evaluation_runs_the_baseline_through_the_safety_filter():
     from policies.quad_eval import rpy_from_rot6d, run_episodes
     out = run_episodes("baseline", episodes=2, num_envs=2, safety=True)
-    assert out["episodes"] == 2 and out["safety_filter"].endswith("crazyflie2x.yaml")
+    assert out["episodes"] == 2 and out["safety_filter"].endswith("crazyflie2x_figure8.yaml")
     assert out["safety_interventions"].get("ramp_in", 0) > 0      # the filter really sat in the path
     rot = np.eye(3)[:, :2].T.reshape(1, 6)
     assert np.allclose(rpy_from_rot6d(rot), 0)

@@ -1,4 +1,11 @@
-"""``onboard eval ARTIFACT --task push --episodes N``: closed-loop evaluation through the runtime."""
+"""``onboard eval ARTIFACT --task push --episodes N``: closed-loop evaluation through the runtime.
+
+A quadrotor artifact (contract robot of kind ``quadrotor``, ``--robot
+crazyflie2x`` or ``--task quad_*``) goes to ``policies.quad_eval``: tracking
+RMSE and crash rate on held-out DR draws through ``PolicyRuntime`` and one
+safety filter per drone (the envelope the contract records unless
+``--safety``), next to the geometric baseline on the same draws.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,9 +16,12 @@ HELP = ("Run closed-loop episodes of an ONNX artifact in MuJoCo under DR, throug
 
 def add_arguments(p):
     p.add_argument("artifact", help="policy.onnx written by `onboard export`")
-    p.add_argument("--task", default="push", help="task name (default: push)")
+    p.add_argument("--task", default=None,
+                   help="task name (default: push; quadrotor: quad_track | quad_waypoints | quad_hover, "
+                        "default the one the policy was trained on)")
     p.add_argument("--episodes", type=int, default=50)
-    p.add_argument("--seed", type=int, default=1000, help="first evaluation seed (collection uses 0..)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="first evaluation seed (default 1000 for arms, collection uses 0..; 10000 for quadrotors)")
     p.add_argument("--no-dr", action="store_true", help="turn domain randomization off")
     p.add_argument("--num-steps", default=None,
                    help="sampler steps, or a comma list to compare (e.g. 100,10,4); default: the contract's")
@@ -21,14 +31,37 @@ def add_arguments(p):
     p.add_argument("--no-safety", action="store_true", help="evaluate without the safety filter (not for robots)")
     p.add_argument("--robot", default=None, help="robot profile (default: the contract's)")
     p.add_argument("--out", default=None, help="output folder (default: next to the artifact, eval/)")
+    r = p.add_argument_group("residual artifacts")
+    r.add_argument("--base", default=None, help="base artifact (default: the one the residual's contract names)")
+    r.add_argument("--max-residual-share", type=float, default=1.0,
+                   help="runtime cap on the residual, as a share of its trained bound (0..1; default 1)")
+    q = p.add_argument_group("quadrotor")
+    q.add_argument("--safety", default=None, help="safety envelope YAML (default: the one the contract records)")
+    q.add_argument("--plant", default="mujoco", choices=["mujoco", "pybullet"], help="simulator (default mujoco)")
+    q.add_argument("--no-baseline", action="store_true", help="skip the geometric baseline on the same draws")
+
+
+def _is_quadrotor(args) -> bool:
+    if (args.task or "").startswith("quad_"):
+        return True
+    from onboard.spec import load_robot
+    if args.robot:
+        return load_robot(args.robot).kind == "quadrotor"
+    from policies.artifact import open_session, read_contract
+    c = read_contract(open_session(args.artifact), source=str(args.artifact))
+    return load_robot(c.robot["name"]).kind == "quadrotor"
 
 
 def run(args) -> int:
     from onboard.errors import OnboardError
-    from onboard.evaluation import EvalConfig, evaluate, plot_success
 
     if args.episodes < 1:
         raise OnboardError("must be at least 1", field="--episodes", fix="pass --episodes N with N >= 1")
+    if _is_quadrotor(args):
+        return _run_quadrotor(args)
+    args.task = args.task or "push"
+    args.seed = 1000 if args.seed is None else args.seed
+    from onboard.evaluation import EvalConfig, evaluate, plot_success
     steps_list = [None]
     if args.num_steps:
         try:
@@ -39,6 +72,8 @@ def run(args) -> int:
         if any(s < 1 or s > 1000 for s in steps_list):
             raise OnboardError("sampler steps must be in 1..1000", field="--num-steps", fix="e.g. --num-steps 10")
     out = Path(args.out) if args.out else Path(args.artifact).resolve().parent / "eval"
+    if _is_residual(args.artifact):
+        return _run_residual(args, steps_list, out)
     rows = []
     for steps in steps_list:
         cfg = EvalConfig(task=args.task, episodes=args.episodes, seed=args.seed, dr=not args.no_dr,
@@ -63,4 +98,85 @@ def run(args) -> int:
         print(f"[eval] report: {sub / 'eval_report.json'}")
     plot_success(rows, out / "eval_success.png", f"{Path(args.artifact).name} on {args.task}")
     print(f"[eval] plot: {out / 'eval_success.png'}")
+    return 0
+
+
+def _run_quadrotor(args) -> int:
+    import json
+
+    from policies.quad_eval import HELD_OUT_SEED, envelope_for, resolve_task, run_episodes
+    from policies.runtime import PolicyRuntime
+
+    contract = PolicyRuntime(args.artifact).contract          # opens and checks the artifact once
+    task, trajectory = resolve_task(args.task, contract)
+    safety = None if args.no_safety else (Path(args.safety) if args.safety else envelope_for(contract, task))
+    seed = HELD_OUT_SEED if args.seed is None else args.seed
+    kw = dict(episodes=args.episodes, task=task, trajectory=trajectory, dr=not args.no_dr, seed=seed,
+              num_envs=min(50, args.episodes), safety=not args.no_safety, safety_path=safety, plant=args.plant)
+    rows = [] if args.no_baseline else [run_episodes("baseline", **kw)]
+    rows.append(run_episodes(args.artifact, **kw))
+    label = f"{task}{'/' + trajectory if trajectory else ''}"
+    for r in rows:
+        name = "baseline" if r["controller"] == "baseline" else Path(r["controller"]).name
+        ints = r["safety_interventions"]
+        print(f"[eval] quadrotor {label} | {name} | {args.plant} | DR {'on' if not args.no_dr else 'off'} | "
+              f"RMSE mean {r['rmse_m_mean']:.3f} m (median {r['rmse_m_median']:.3f}, p95 {r['rmse_m_p95']:.3f}) | "
+              f"crashes {r['crashes']}/{r['episodes']} | safety "
+              f"{Path(r['safety_filter']).name if r['safety_filter'] else 'OFF'}: interventions "
+              f"{r['safety_interventions_total']}" + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(ints.items())) + ")"
+                                                      if ints else "") + f" | {r['wall_s']:.1f} s")
+    if len(rows) == 2:
+        ratio = rows[1]["rmse_m_mean"] / rows[0]["rmse_m_mean"]
+        rows[1]["rmse_vs_baseline"] = ratio
+        print(f"[eval] policy RMSE / baseline RMSE = {ratio:.3f} ({(ratio - 1) * 100:+.1f}%)")
+    out = Path(args.out) if args.out else Path(args.artifact).resolve().parent / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    report = out / "eval_report.json"
+    tmp = report.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"artifact": str(args.artifact), "rows": rows}, indent=2, default=str))
+    tmp.replace(report)
+    print(f"[eval] report: {report}")
+    return 0
+
+
+def _is_residual(path) -> bool:
+    from policies.residual_runtime import is_residual_artifact
+
+    return is_residual_artifact(path)
+
+
+def _run_residual(args, steps_list, out: Path) -> int:
+    from onboard.errors import OnboardError
+    from onboard.evaluation import EvalConfig, evaluate_residual
+
+    if len(steps_list) != 1:
+        raise OnboardError("a residual is evaluated at one sampler step count (the one it was trained with)",
+                           field="--num-steps", fix="pass one value, or leave it out")
+    if args.temporal_ensemble is not None:
+        raise OnboardError("temporal ensembling is not supported under a residual", field="--temporal-ensemble",
+                           fix="leave it out")
+    if not 0.0 <= args.max_residual_share <= 1.0:
+        raise OnboardError(f"{args.max_residual_share} outside [0, 1]", field="--max-residual-share",
+                           fix="0 turns the residual off, 1 allows its trained bound")
+    cfg = EvalConfig(task=args.task, episodes=args.episodes, seed=args.seed, dr=not args.no_dr,
+                     num_steps=steps_list[0], video_episodes=0, safety=not args.no_safety, robot=args.robot)
+    res = evaluate_residual(args.artifact, cfg, out_dir=out, base=args.base,
+                            max_residual_share=args.max_residual_share)
+    print(f"[eval] {args.task} | DR {'on' if cfg.dr else 'off'} | base {Path(res.config['base']).name} at "
+          f"{res.config['num_steps']} sampler steps | seeds {args.seed}..{args.seed + args.episodes - 1} | "
+          f"safety {'on' if cfg.safety else 'off'}")
+    print(f"{'policy':<16}{'success':>10}{'rate':>8}{'95% CI':>16}{'|res| mean':>12}{'|res| max':>11}"
+          f"{'interventions':>15}")
+    for r in res.rows:
+        eps = r["per_episode"]
+        mean = float(sum(e["residual_abs_mean"] for e in eps) / max(len(eps), 1))
+        peak = max((e["residual_abs_max"] for e in eps), default=0.0)
+        n_int = (r["interventions"] or {}).get("total", 0)
+        print(f"{r['label']:<16}{r['successes']:>5}/{r['episodes']:<4}{r['success_rate']:>8.1%}"
+              f"{r['ci95'][0]:>8.1%}-{r['ci95'][1]:<7.1%}{mean:>12.4f}{peak:>11.4f}{n_int:>15}")
+    p = res.paired
+    print(f"[eval] same seeds: both {p['both']}, only base {p['only_base']}, only base+residual "
+          f"{p['only_residual']}, neither {p['neither']} | {res.wall_s:.1f} s")
+    print(f"[eval] report: {out / 'eval_report.json'}")
+    print(f"[eval] plot: {out / 'eval_residual.png'}")
     return 0

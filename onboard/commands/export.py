@@ -1,7 +1,9 @@
 """``onboard export CHECKPOINT --out policy.onnx``: the self-describing ONNX artifact.
 
 Parity with torch is checked at batch 1 and 2 before anything is written; a
-failure writes nothing and exits 2.
+failure writes nothing and exits 2. A PPO checkpoint (``onboard train --policy
+ppo``) is recognised and exported as the quadrotor MLP artifact
+(``policies.export_mlp``: graph ``policy``, residual baseline in the contract).
 """
 from __future__ import annotations
 
@@ -18,6 +20,25 @@ def add_arguments(p):
 
 def run(args) -> int:
     from policies.export import contract_summary, export_checkpoint
+    from policies.export_mlp import export_ppo_checkpoint, is_ppo_checkpoint
+
+    from onboard.commands._residual import is_residual_checkpoint, run_export
+    if is_residual_checkpoint(args.checkpoint):
+        return run_export(args)
+    if is_ppo_checkpoint(args.checkpoint):
+        import json
+        import time
+        t0 = time.perf_counter()
+        contract = export_ppo_checkpoint(args.checkpoint, args.out, safety=args.safety)
+        print(f"wrote {args.out} ({contract.policy_kind} MLP, parity-checked against torch, "
+              f"{time.perf_counter() - t0:.1f} s)")
+        c = contract
+        print("contract: " + json.dumps({"robot": c.robot["name"], "policy_kind": c.policy_kind, "obs_keys": c.obs_keys,
+                                         "obs_dim": c.obs_dim, "action": c.action["names"],
+                                         "control_rate_hz": c.control_rate_hz,
+                                         "residual_scale": (c.extra.get("residual") or {}).get("scale"),
+                                         "safety_envelope": c.safety_envelope.get("path")}))
+        return 0
 
     res = export_checkpoint(args.checkpoint, args.out, robot=args.robot, safety=args.safety)
     print(f"wrote {res.onnx_path} and {res.data_path.name} (parity max |diff| {res.parity_max_abs_diff:.2e} "

@@ -1,4 +1,10 @@
-"""``onboard train``: train a policy on a recorded dataset (diffusion BC today).
+"""``onboard train``: train a policy: diffusion BC on a recorded dataset, or PPO for the quadrotor.
+
+``--policy ppo --task hover|track [--residual]`` trains the quadrotor PPO
+(``policies.ppo``: residual over the geometric controller, or from scratch)
+in the vectorized MuJoCo env under DR and writes ``OUT/checkpoint.pt``,
+``OUT/training_log.jsonl`` and ``OUT/training_curve.png``; ``onboard export``
+turns the checkpoint into the artifact.
 
 Defaults are the demo's: a (32, 64, 128) U-Net (1.2 M parameters), batch 64,
 6000 steps, which train in about 6-7 minutes on 2 CPU cores (14-24 steps/s
@@ -8,13 +14,14 @@ Observation keys default to every 1-D observation except velocities (see
 """
 from __future__ import annotations
 
-HELP = "Train a policy (diffusion) on a LeRobot v3 dataset; writes checkpoint.pt and training_curve.png."
-POLICIES = ("diffusion",)
+HELP = ("Train a policy: diffusion on a LeRobot v3 dataset, or PPO for the quadrotor (--policy ppo --task "
+        "hover|track [--residual]); writes checkpoint.pt and training_curve.png.")
+POLICIES = ("diffusion", "ppo", "residual")
 
 
 def add_arguments(p):
     p.add_argument("--policy", default="diffusion", help=f"policy kind (known: {', '.join(POLICIES)})")
-    p.add_argument("--dataset", required=True, help="dataset folder written by `onboard collect`")
+    p.add_argument("--dataset", default=None, help="dataset folder written by `onboard collect` (diffusion)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 6000)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default 64)")
@@ -23,6 +30,18 @@ def add_arguments(p):
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q = p.add_argument_group("PPO (quadrotor; --policy ppo)")
+    q.add_argument("--task", default="track", help="hover | track (default: track)")
+    q.add_argument("--trajectory", default=None, help="track: figure8 | waypoints | mixed (default figure8)")
+    q.add_argument("--residual", action="store_true", help="residual over the geometric controller (else from scratch)")
+    q.add_argument("--residual-scale", type=float, default=None, help="bound on the residual per axis (default 0.25)")
+    q.add_argument("--total-steps", type=int, default=None, help="env steps (default 1000000)")
+    q.add_argument("--num-envs", type=int, default=None, help="parallel drones (default 64)")
+    q.add_argument("--rollout-steps", type=int, default=None, help="steps per env per update (default 64)")
+    q.add_argument("--max-wall-s", type=float, default=0.0, help="stop after this much training time (0: no limit)")
+    q.add_argument("--no-dr", action="store_true", help="train without domain randomization")
+    from onboard.commands._residual import add_train_arguments   # --policy residual (arm, diffusion base)
+    add_train_arguments(p)
 
 
 def run(args) -> int:
@@ -41,6 +60,14 @@ def run(args) -> int:
         v = getattr(args, name)
         if v is not None and v < 1:
             raise OnboardError(f"must be >= 1, got {v}", field=f"--{name.replace('_', '-')}", fix="pass a positive int")
+    if args.policy == "residual":
+        from onboard.commands._residual import run_train
+        return run_train(args)
+    if args.policy == "ppo":
+        return _run_ppo(args)
+    if args.dataset is None:
+        raise OnboardError("diffusion training needs a dataset", field="--dataset",
+                           fix="pass --dataset FOLDER written by `onboard collect`")
     root = Path(args.dataset)
     if not (root / "meta" / "info.json").is_file():
         raise OnboardError("not a dataset folder (meta/info.json is missing)", file=str(root), field="--dataset",
@@ -72,3 +99,75 @@ def run(args) -> int:
     print(f"wrote {Path(args.out) / 'checkpoint.pt'} (step {result['step']}, loss {loss:.4f}"
           + (f", {sps:.1f} steps/s" if sps else "") + f") and {Path(args.out) / 'training_curve.png'}")
     return 0
+
+
+def _run_ppo(args) -> int:
+    import json
+    from pathlib import Path
+
+    from onboard.errors import OnboardError
+
+    if args.task not in ("hover", "track"):
+        raise OnboardError(f"unknown quadrotor task '{args.task}'", field="--task", fix="use hover or track")
+    for name in ("total_steps", "num_envs", "rollout_steps"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise OnboardError(f"must be >= 1, got {v}", field=f"--{name.replace('_', '-')}", fix="pass a positive int")
+    from policies.ppo import PPOConfig, save_checkpoint, train
+
+    cfg = PPOConfig(task=args.task, trajectory=args.trajectory or ("figure8" if args.task == "track" else None),
+                    mode="residual" if args.residual else "scratch", seed=args.seed, dr=not args.no_dr,
+                    max_wall_s=float(args.max_wall_s or 0.0))
+    if args.residual_scale is not None:
+        cfg.residual_scale = args.residual_scale
+    if args.total_steps is not None:
+        cfg.total_steps = args.total_steps
+    if args.num_envs is not None:
+        cfg.num_envs = args.num_envs
+    if args.rollout_steps is not None:
+        cfg.num_steps = args.rollout_steps
+    if args.batch_size is not None:
+        cfg.num_minibatches = max(1, (cfg.num_envs * cfg.num_steps) // args.batch_size)
+    while (cfg.num_envs * cfg.num_steps) % cfg.num_minibatches:
+        cfg.num_minibatches -= 1
+    cfg.validate()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "training_log.jsonl"
+    tmp_log = log_path.with_suffix(".jsonl.tmp")
+    print(f"train ppo ({cfg.mode}): task {cfg.task}{'/' + cfg.trajectory if cfg.trajectory else ''}, "
+          f"DR {'on' if cfg.dr else 'off'}, {cfg.num_envs} envs x {cfg.num_steps} steps, "
+          f"{cfg.total_steps} env steps", flush=True)
+    with open(tmp_log, "w") as fh:
+        def log(line: str) -> None:
+            fh.write(line + "\n")
+            fh.flush()
+            if not args.no_progress:
+                print(line, flush=True)
+        res = train(cfg, log=log)
+    tmp_log.replace(log_path)
+    ck = save_checkpoint(res, out / "checkpoint.pt")
+    _plot_ppo(res.history, out / "training_curve.png", f"PPO {cfg.mode} / {cfg.task}")
+    print(json.dumps({"checkpoint": str(ck), "train_wall_s": round(res.wall_s, 1), "env_steps": res.env_steps,
+                      "last": res.history[-1] if res.history else None}), flush=True)
+    print(f"wrote {ck}, {log_path.name} and training_curve.png; next: onboard export {ck} --out policy.onnx")
+    return 0
+
+
+def _plot_ppo(history: list, path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    steps = [h["env_steps"] for h in history]
+    ax[0].plot(steps, [h["return"] for h in history])
+    ax[0].set_xlabel("env steps"), ax[0].set_ylabel("episode return")
+    ax[1].plot(steps, [h["rmse_m"] for h in history])
+    ax[1].set_xlabel("env steps"), ax[1].set_ylabel("tracking RMSE [m]")
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(path)
