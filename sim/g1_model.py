@@ -173,6 +173,7 @@ def build_model(n: int = 1, desc: G1Description | None = None) -> mujoco.MjModel
     """A floor and ``n`` G1 leg robots (prefixes ``r0_``, ``r1_``, ...) in one model."""
     desc = desc or load_description()
     spec = mujoco.MjSpec()
+    spec.compiler.degree = False      # ranges are radians (MjSpec's default unit is degrees)
     spec.option.timestep = PHYSICS_DT_S
     spec.option.integrator = mujoco.mjtIntegrator.mjINT_IMPLICITFAST
     spec.worldbody.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0, 0, 0.1],

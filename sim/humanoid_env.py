@@ -142,6 +142,7 @@ class HumanoidVecEnv:
         self.kp = np.tile(self.desc.kp, (n, 1))
         self.kd = np.tile(self.desc.kd, (n, 1))
         self.kp_scale = np.ones((n, 12))
+        self.kd_scale = np.ones((n, 12))
         self.joint_offset = np.zeros((n, 12))
         self.action_delay_steps = np.zeros(n, int)
         self.obs_delay_steps = np.zeros(n, int)
@@ -210,7 +211,8 @@ class HumanoidVecEnv:
         self.com_offset[i] = 0.0 if com_offset_m is None else com_offset_m
         self.kp_scale[i] = 1.0 if kp_scale is None else kp_scale
         self.kp[i] = self.desc.kp * self.kp_scale[i]
-        self.kd[i] = self.desc.kd * (1.0 if kd_scale is None else np.asarray(kd_scale))
+        self.kd_scale[i] = 1.0 if kd_scale is None else kd_scale
+        self.kd[i] = self.desc.kd * self.kd_scale[i]
         self.joint_offset[i] = 0.0 if joint_offset_rad is None else joint_offset_rad
         self.action_delay_steps[i] = action_delay_steps or 0
         self.obs_delay_steps[i] = obs_delay_steps or 0
@@ -350,9 +352,14 @@ class HumanoidVecEnv:
         action = np.clip(np.asarray(action, dtype=float).reshape(n, 12), -ACTION_CLIP, ACTION_CLIP)
         return self.step_targets(self.default_pose + ACTION_SCALE * action, action)
 
-    def step_targets(self, target: np.ndarray, action: np.ndarray | None = None):
-        """One 50 Hz step with absolute PD targets (n, 12) [rad] (a runtime / safety filter path)."""
+    def step_targets(self, target: np.ndarray, action: np.ndarray | None = None, kp=None, kd=None):
+        """One 50 Hz step with absolute PD targets (n, 12) [rad] (a runtime / safety filter path).
+
+        ``kp``/``kd`` (n, 12): commanded gains (a LowCmd's), scaled by the robot's drawn gain error;
+        None = the nominal gains."""
         n = self.num_envs
+        kp = self.kp if kp is None else np.asarray(kp, float) * self.kp_scale
+        kd = self.kd if kd is None else np.asarray(kd, float) * self.kd_scale
         target = np.asarray(target, dtype=float).reshape(n, 12)
         if action is None:
             action = (target - self.default_pose) / ACTION_SCALE
@@ -372,7 +379,7 @@ class HumanoidVecEnv:
             self._target_fifo[self._k % FIFO_LEN] = target
             applied = self._target_fifo[(self._k - self.action_delay_steps) % FIFO_LEN, ar]
             q = self.qpos[:, 7:] + self.joint_offset
-            self.tau = np.clip(self.kp * (applied - q) - self.kd * self.qvel[:, 6:],
+            self.tau = np.clip(kp * (applied - q) - kd * self.qvel[:, 6:],
                                -self.desc.torque_limit, self.desc.torque_limit)
             self.ctrl[:] = self.tau
             mujoco.mj_step(self.model, self.data)

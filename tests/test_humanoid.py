@@ -1,0 +1,247 @@
+"""G1 legs: model sanity, DR reproducibility, the deployment state machine, train -> export -> evaluate."""
+import math
+
+import mujoco
+import numpy as np
+import pytest
+
+from onboard.errors import ConfigError
+from onboard.spec import load_robot
+from sim.g1_model import RobotIndex, build_model, load_description, pd_torque, standing_height_m
+from sim.humanoid_env import CRITIC_DIM, FRAME_DIM, HumanoidVecEnv
+from sim2real.humanoid_randomization import draw, load_humanoid_dr_config
+from sim2real.humanoid_supervisor import ACTIVE, DAMPING, RAMP, ZERO_TORQUE, HumanoidSupervisor
+from sim2real.safety import SafetyFilter
+
+
+# ------------------------------------------------------------------ model
+def test_description_matches_the_robot_profile():
+    desc, prof = load_description(), load_robot("g1_12dof")
+    assert desc.joint_names == prof.joint_names
+    assert np.allclose(desc.default_pose, prof.default_pose)
+    assert np.allclose(desc.torque_limit, prof.limits.torque)
+    assert np.allclose(desc.joint_range, prof.limits.position)
+    assert np.allclose(desc.kp, prof.raw["pd_gains"]["kp"]) and np.allclose(desc.kd, prof.raw["pd_gains"]["kd"])
+    assert desc.total_mass_kg == pytest.approx(32.107, abs=1e-3)
+
+
+def test_model_has_twelve_torque_limited_hinges_and_four_contact_spheres_per_foot():
+    desc = load_description()
+    m = build_model(2, desc)
+    ix = RobotIndex.of(m, 2, desc)
+    assert m.nu == 24 and m.nq == 2 * 19
+    assert np.allclose(m.actuator_ctrlrange[ix.actuator[0], 1], desc.torque_limit)
+    assert m.opt.timestep == pytest.approx(0.002)
+    assert ix.foot_geoms.shape == (2, 2, 4)
+    assert np.allclose(m.geom_size[ix.foot_geoms.ravel(), 0], 0.005)
+    assert m.body_mass[ix.body_ids[0]].sum() == pytest.approx(desc.total_mass_kg)
+
+
+def _hold_default_pose(gain_scale, seconds=5.0):
+    """PD (500 Hz, torque-limited) toward the default pose; returns (fell_at_s or None, final qpos)."""
+    desc = load_description()
+    m = build_model(1, desc)
+    d = mujoco.MjData(m)
+    ix = RobotIndex.of(m, 1, desc)
+    d.qpos[ix.qpos_base[0]] = [0, 0, standing_height_m() + 0.002, 1, 0, 0, 0]
+    d.qpos[ix.qpos_joint[0]] = desc.default_pose
+    kp, kd = desc.kp * gain_scale[0], desc.kd * gain_scale[1]
+    for k in range(int(seconds / 0.002)):
+        q, dq = d.qpos[ix.qpos_joint[0]], d.qvel[ix.qvel_joint[0]]
+        d.ctrl[ix.actuator[0]] = pd_torque(desc.default_pose, q, dq, kp, kd, desc.torque_limit)
+        mujoco.mj_step(m, d)
+        if d.qpos[ix.qpos_base[0][2]] < 0.6:
+            return k * 0.002, d.qpos.copy()
+    return None, d.qpos.copy()
+
+
+def test_robot_stands_under_stiff_pd_at_the_default_pose_for_5_s():
+    """Model sanity (inertials, axes, ranges, feet): a stiff PD holds the default pose for 5 s."""
+    desc = load_description()
+    fell_at, qpos = _hold_default_pose((10.0, 5.0))
+    assert fell_at is None
+    quat = qpos[3:7]
+    assert 2 * math.acos(min(1.0, abs(quat[0]))) < 0.1 and qpos[2] > 0.75
+    assert np.abs(qpos[7:] - desc.default_pose).max() < 0.05
+    assert np.linalg.norm(qpos[:2]) < 0.05      # it did not walk away
+
+
+def test_profile_pd_gains_alone_cannot_hold_the_stance_so_balance_needs_the_policy():
+    """Measured fact: the CoM sits ~4.6 cm ahead of the ankles at the default pose and the ankles'
+    kp (2 x 40 N m/rad) is below the toppling stiffness m g h (~220 N m/rad): pure PD tips forward."""
+    fell_at, qpos = _hold_default_pose((1.0, 1.0))
+    assert fell_at is not None and fell_at < 3.0
+
+
+def test_urdf_loads_in_pybullet_with_the_same_joints_and_mass(tmp_path):
+    pb = pytest.importorskip("pybullet")
+    from sim.g1_urdf import write_g1_urdf
+    desc = load_description()
+    path = write_g1_urdf(tmp_path / "g1.urdf")
+    c = pb.connect(pb.DIRECT)
+    try:
+        r = pb.loadURDF(str(path), [0, 0, 1], flags=pb.URDF_USE_INERTIA_FROM_FILE, physicsClientId=c)
+        names = [pb.getJointInfo(r, j, physicsClientId=c)[1].decode() for j in range(pb.getNumJoints(r, physicsClientId=c))]
+        assert names == list(desc.joint_names)
+        mass = sum(pb.getDynamicsInfo(r, j, physicsClientId=c)[0] for j in range(-1, 12))
+        assert mass == pytest.approx(desc.total_mass_kg, abs=1e-6)
+        lim = [pb.getJointInfo(r, j, physicsClientId=c)[8:11] for j in range(12)]
+        assert np.allclose([l[:2] for l in lim], desc.joint_range)
+        assert np.allclose([l[2] for l in lim], desc.torque_limit)
+    finally:
+        pb.disconnect(c)
+
+
+# ------------------------------------------------------------------ env and DR
+def test_env_observation_is_47_per_frame_with_history_and_a_privileged_critic_view():
+    env = HumanoidVecEnv(3, task="stand", history=4, seed=0)
+    obs, info = env.reset()
+    assert FRAME_DIM == 47 and obs.shape == (3, 4 * 47) and info["critic_obs"].shape == (3, CRITIC_DIM)
+    parts = env.split_obs(obs)
+    assert [k["name"] for k in env.obs_spec] == list(parts)
+    assert parts["projected_gravity"].shape == (3, 12)
+    assert np.allclose(parts["projected_gravity"][:, -1], -1.0, atol=1e-3)    # upright: gravity along -z
+    obs, r, term, trunc, info = env.step(np.zeros((3, 12)))
+    assert np.all(np.isfinite(obs)) and not term.any()
+
+
+def test_dr_draws_are_reproducible_for_a_seed_and_differ_across_seeds():
+    def rollout(seed):
+        env = HumanoidVecEnv(2, task="stand", dr=True, seed=seed)
+        env.reset()
+        for _ in range(20):
+            obs, *_ = env.step(np.full((2, 12), 0.1))
+        return obs, env.kp.copy(), env.friction.copy(), env.action_delay_steps.copy()
+    a, b, c = rollout(3), rollout(3), rollout(4)
+    for x, y in zip(a, b):
+        assert np.array_equal(x, y)
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_dr_config_covers_every_randomized_quantity_and_rejects_bad_ranges(tmp_path):
+    cfg = load_humanoid_dr_config(task="stand")
+    for sec, key in (("physics", "friction"), ("physics", "added_base_mass_kg"), ("physics", "com_offset_m"),
+                     ("physics", "link_mass_scale"), ("pd", "kp_scale"), ("pd", "joint_offset_rad"),
+                     ("latency", "action_delay_ms"), ("latency", "obs_delay_ms"),
+                     ("observation_noise", "joint_vel_rad_s"), ("pushes", "interval_s")):
+        assert cfg.get(sec, key) is not None, (sec, key)
+    assert cfg.get("pushes", "max_vel_m_s") == 1.0
+    d = draw(cfg, np.random.default_rng(0))
+    assert 0 <= d.action_delay_steps <= 5 and 0.3 <= d.friction <= 1.25
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pd:\n  kp_scale: [1.2, 0.8]\n")
+    with pytest.raises(ConfigError, match="pd.kp_scale"):
+        load_humanoid_dr_config(bad)
+    bad.write_text("physics:\n  gravity: [1, 2]\n")
+    with pytest.raises(ConfigError, match="physics.gravity"):
+        load_humanoid_dr_config(bad)
+
+
+def test_action_delay_is_a_true_delay_not_a_filter():
+    """A step in the PD target reaches the motors exactly `delay` physics steps later, unchanged."""
+    env = HumanoidVecEnv(2, task="stand", seed=0)
+    env.reset()
+    env.set_episode_params(1, action_delay_steps=4)
+    target = np.tile(env.default_pose, (2, 1))
+    target[:, 3] += 0.3
+    env.substeps = 3          # look inside the first 6 ms
+    env.step_targets(target)
+    # robot 0 has applied the new knee target since the first physics step; robot 1 still the old one
+    k0 = env.kp[0, 3] * (target[0, 3] - env.qpos[0, 7 + 3])
+    assert env.tau[0, 3] > 20 and env.tau[1, 3] < 5, (env.tau[:, 3], k0)
+    env.step_targets(target)  # steps 4..6: robot 1 now sees the full step, not a blend
+    assert env.tau[1, 3] > 20
+
+
+# ------------------------------------------------------------------ state machine
+def _state(q=None, rpy=(0.0, 0.0, 0.0)):
+    prof = load_robot("g1_12dof")
+    return {"q": np.asarray(prof.default_pose if q is None else q, float), "dq": np.zeros(12), "rpy": np.asarray(rpy)}
+
+
+def _sup(**gains):
+    return HumanoidSupervisor(SafetyFilter.for_robot("g1_12dof", dt_s=0.02), **gains)
+
+
+def test_supervisor_starts_limp_and_ramps_to_the_default_pose_in_2_s_then_goes_active():
+    sup = _sup()
+    crouch = np.asarray(load_robot("g1_12dof").default_pose) + 0.3
+    cmd = sup.step(_state(crouch), 0.0, 0.0)
+    assert sup.mode == ZERO_TORQUE and not cmd.kp.any() and not cmd.kd.any()
+    assert sup.start(_state(crouch), 0.0)
+    mid, modes = None, []
+    for k in range(1, 111):
+        t = k * 0.02
+        cmd = sup.step(_state(crouch), t, t, policy_target=None if sup.mode == RAMP else crouch - 0.3)
+        modes.append(cmd.mode)
+        if k == 50:
+            mid = cmd.q_target
+    default = np.asarray(load_robot("g1_12dof").default_pose)
+    assert np.allclose(mid, crouch + 0.5 * (default - crouch), atol=0.02)   # halfway at 1 s
+    assert modes[:99].count(RAMP) == 99 and sup.mode == ACTIVE
+    assert cmd.kp.any() and np.allclose(cmd.q_target, default, atol=1e-6)
+
+
+def test_supervisor_tilt_violation_leads_to_damping_and_damping_is_latched():
+    sup = _sup()
+    sup.start(_state(), 0.0)
+    t = 0.0
+    for _ in range(110):
+        t += 0.02
+        sup.step(_state(), t, t, policy_target=_state()["q"])
+    assert sup.mode == ACTIVE
+    tilted = _state(rpy=(0.0, 0.7, 0.0))
+    cmd = sup.step(tilted, t + 0.02, t + 0.02, policy_target=tilted["q"] + 0.1)
+    assert sup.mode == DAMPING and cmd.mode == DAMPING
+    assert not cmd.kp.any() and cmd.kd.all() and np.allclose(cmd.q_target, tilted["q"])
+    for k in range(10):   # upright again: still damping until an explicit reset
+        cmd = sup.step(_state(), t + 0.04 + k * 0.02, t + 0.04 + k * 0.02, policy_target=_state()["q"])
+        assert cmd.mode == DAMPING
+    sup.reset(t + 1.0)
+    assert sup.mode == ZERO_TORQUE and sup.start(_state(), t + 1.0) and sup.mode == RAMP
+
+
+def test_supervisor_stale_state_leads_to_damping_from_ramp_and_from_active():
+    for phase_s in (0.5, 3.0):
+        sup = _sup()
+        sup.start(_state(), 0.0)
+        t = 0.0
+        while t < phase_s:
+            t += 0.02
+            sup.step(_state(), t, t, policy_target=_state()["q"])
+        assert sup.mode == (RAMP if phase_s < 2 else ACTIVE)
+        last_stamp = t
+        for _ in range(5):                  # the state stops arriving; commands keep coming
+            t += 0.02
+            cmd = sup.step(None, last_stamp, t, policy_target=_state()["q"])
+        assert sup.mode == DAMPING and not cmd.kp.any()
+        assert "watchdog" in sup.reason
+
+
+def test_supervisor_refuses_to_start_from_a_stale_or_tilted_state():
+    sup = _sup()
+    assert not sup.start(_state(), t=1.0, stamp_s=0.5) and sup.mode == ZERO_TORQUE
+    assert not sup.start(_state(rpy=(0.8, 0, 0)), t=1.0) and sup.mode == ZERO_TORQUE
+    assert "tilted" in sup.reason
+
+
+def test_supervisor_stands_the_simulated_robot_and_damps_after_a_violent_push():
+    env = HumanoidVecEnv(1, task="stand", seed=0)
+    env.reset()
+    prof = load_robot("g1_12dof")   # stiff gains: PD alone holds the pose (see the model sanity tests)
+    sup = _sup(kp=10 * np.asarray(prof.raw["pd_gains"]["kp"]), kd=5 * np.asarray(prof.raw["pd_gains"]["kd"]))
+    t = 0.0
+    assert sup.start(env.robot_state(0), t)
+    for k in range(250):                 # 5 s: ramp, then hold the default pose through the filter
+        cmd = sup.step(env.robot_state(0), t, t, policy_target=env.default_pose)
+        env.step_targets(cmd.q_target[None], kp=cmd.kp[None], kd=cmd.kd[None])
+        t += env.dt_s
+    assert sup.mode == ACTIVE and env.qpos[0, 2] > 0.7
+    env.qvel[0, 0] += 3.0                # a shove no PD stance survives
+    for k in range(100):
+        cmd = sup.step(env.robot_state(0), t, t, policy_target=env.default_pose)
+        env.step_targets(cmd.q_target[None], kp=cmd.kp[None], kd=cmd.kd[None])
+        t += env.dt_s
+        if sup.mode == DAMPING:
+            break
+    assert sup.mode == DAMPING and sup.reason == "attitude"
