@@ -245,3 +245,33 @@ def test_supervisor_stands_the_simulated_robot_and_damps_after_a_violent_push():
         if sup.mode == DAMPING:
             break
     assert sup.mode == DAMPING and sup.reason == "attitude"
+
+
+# ------------------------------------------------------------------ train -> export -> evaluate
+def test_tiny_ppo_train_export_and_evaluate_through_the_runtime_and_safety_filter(tmp_path):
+    torch = pytest.importorskip("torch")
+    from onboard.spec import CONTRACT_KEY  # noqa: F401  (the contract travels in the ONNX metadata)
+    from policies.humanoid_ppo import (HumanoidPPOConfig, evaluate, export_humanoid, runtime_act_fn,
+                                       save_checkpoint, torch_act_fn, train)
+    from policies.runtime import PolicyRuntime
+    cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=4 * 8 * 2, history=2, hidden=(32, 32),
+                            critic_hidden=(32, 32), log_every=1)
+    res = train(cfg, log=lambda line: None)
+    assert res.env_steps == 64 and res.model.critic[0].in_features == CRITIC_DIM
+    assert res.model.actor[0].in_features == 2 * 47
+    ck = save_checkpoint(res, tmp_path / "g1.pt")
+    contract = export_humanoid(ck, tmp_path / "g1.onnx")
+    assert contract.action["type"] == "joint_pd_offset" and contract.robot["name"] == "g1_12dof"
+    assert [k["shape"] for k in contract.observation["keys"]][:2] == [[6], [6]]
+    # The runtime (ONNX Runtime, no torch) gives the torch policy's PD targets on the same observation.
+    env = HumanoidVecEnv(3, task="stand", history=2, seed=1)
+    obs, _ = env.reset()
+    obs, *_ = env.step(np.zeros((3, 12)))
+    rt = PolicyRuntime(tmp_path / "g1.onnx", robot="g1_12dof", num_envs=3)
+    got = rt.act_batch(env.split_obs(obs))
+    want = torch_act_fn(res)(obs, env)
+    assert np.allclose(got, want, atol=1e-4)
+    ev_t = evaluate(torch_act_fn(res), episodes=2, num_envs=2, history=2, episode_s=0.5)
+    ev_r = evaluate(runtime_act_fn(tmp_path / "g1.onnx", 2), episodes=2, num_envs=2, history=2, episode_s=0.5)
+    for ev in (ev_t, ev_r):
+        assert ev["episodes"] == 2 and 0.0 <= ev["survival"] <= 1.0 and ev["mean_episode_s"] > 0
