@@ -354,16 +354,19 @@ def runtime_act_fn(artifact: str | Path, num_envs: int, safety: bool = True):
 
 
 def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed: int = 10_000,
-             num_envs: int = 50, history: int = 5, episode_s: float = 20.0, command=None) -> dict:
+             num_envs: int = 50, history: int = 5, episode_s: float = 20.0, command=None,
+             make_env=None) -> dict:
     """Survival of ``episode_s`` episodes (pushes and DR per the task's YAML) and velocity tracking.
 
     ``act_fn(obs, env) -> PD targets (n, 12)``; ``command`` (3,) fixes the walk command.
-    Held-out seeds: ``seed`` is far from the training seeds. Each env slot scores its first episode."""
+    Held-out seeds: ``seed`` is far from the training seeds. Each env slot scores its first episode.
+    ``make_env(n, seed)`` swaps the simulator (e.g. ``sim.g1_pybullet.G1PyBulletEnv`` for sim-to-sim)."""
     fell, lin_err, yaw_err, lengths, dampings = [], [], [], [], 0
     rounds = math.ceil(episodes / num_envs)
     for r in range(rounds):
         n = min(num_envs, episodes - r * num_envs)
-        env = HumanoidVecEnv(n, task=task, dr=dr, seed=seed + r, history=history, episode_s=episode_s)
+        env = (make_env(n, seed + r) if make_env is not None else
+               HumanoidVecEnv(n, task=task, dr=dr, seed=seed + r, history=history, episode_s=episode_s))
         obs, _ = env.reset()
         if hasattr(act_fn, "state"):
             act_fn(obs, env, reset_idx=np.arange(n))

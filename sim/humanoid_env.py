@@ -84,6 +84,25 @@ TERMINATION_PENALTY = -5.0
 TRACKING_SIGMA = 0.25
 
 
+def build_frame(ang_vel, gravity, q, dq, command, last_action, t_s, default_pose) -> np.ndarray:
+    """The 47-D observation frame from measured quantities (n, .): the one observation builder
+    (MuJoCo env, PyBullet sim2sim, robot nodes)."""
+    phase = 2 * math.pi * np.asarray(t_s, float) / GAIT_PERIOD_S
+    return np.concatenate([ang_vel * 0.25, gravity, command * CMD_SCALE, q - default_pose, dq * 0.05,
+                           last_action, np.sin(phase)[:, None], np.cos(phase)[:, None]], axis=1).astype(np.float32)
+
+
+def history_layout(history: int):
+    """(perm, slices): flat (history * 47) frame-major -> key-major index, and each key's slice."""
+    perm, slices, o, a = [], {}, 0, 0
+    for k in OBS_SPEC:
+        d = k["shape"][0]
+        perm += [h * FRAME_DIM + a + j for h in range(history) for j in range(d)]
+        slices[k["name"]] = slice(o, o + history * d)
+        o, a = o + history * d, a + d
+    return np.asarray(perm), slices
+
+
 class HumanoidVecEnv:
     """``num_envs`` G1 leg robots on one task, batched. See the module docstring."""
 
@@ -116,13 +135,7 @@ class HumanoidVecEnv:
         # every contract key is one flat (history * k,) block: [ang_vel(t-H+1..t), gravity(t-H+1..t), ...].
         self.obs_spec = [dict(k, shape=[self.history * k["shape"][0]],
                               units=k["units"] + f"; last {self.history} frames, oldest first") for k in OBS_SPEC]
-        perm, self.obs_slices, o, a = [], {}, 0, 0
-        for k in OBS_SPEC:
-            d = k["shape"][0]
-            perm += [h * FRAME_DIM + a + j for h in range(self.history) for j in range(d)]
-            self.obs_slices[k["name"]] = slice(o, o + self.history * d)
-            o, a = o + self.history * d, a + d
-        self._perm = np.asarray(perm)
+        self._perm, self.obs_slices = history_layout(self.history)
         self.frame_dim, self.obs_dim, self.critic_dim, self.action_dim = (
             FRAME_DIM, FRAME_DIM * self.history, CRITIC_DIM, 12)
         self.reward_scales = dict(REWARD_SCALES, **(reward_scales or {}))
@@ -304,10 +317,8 @@ class HumanoidVecEnv:
         else:
             qpos, qvel = self.qpos, self.qvel
         ang, grav, q, dq = self._measured(qpos, qvel, noisy)
-        phase = 2 * math.pi * (self.t_step * self.dt_s) / GAIT_PERIOD_S
-        return np.concatenate([ang * 0.25, grav, self.command * CMD_SCALE, q - self.default_pose, dq * 0.05,
-                               self.last_action, np.sin(phase)[:, None], np.cos(phase)[:, None]],
-                              axis=1).astype(np.float32)
+        return build_frame(ang, grav, q, dq, self.command, self.last_action, self.t_step * self.dt_s,
+                           self.default_pose)
 
     def _observe(self) -> np.ndarray:
         return self.hist.reshape(self.num_envs, -1)[:, self._perm]

@@ -275,3 +275,27 @@ def test_tiny_ppo_train_export_and_evaluate_through_the_runtime_and_safety_filte
     ev_r = evaluate(runtime_act_fn(tmp_path / "g1.onnx", 2), episodes=2, num_envs=2, history=2, episode_s=0.5)
     for ev in (ev_t, ev_r):
         assert ev["episodes"] == 2 and 0.0 <= ev["survival"] <= 1.0 and ev["mean_episode_s"] > 0
+
+
+def test_pybullet_twin_from_the_same_description_topples_like_mujoco_under_the_profile_pd():
+    """Sim-to-sim sanity: same URDF-side description, same PD; both simulators tip forward within ~0.5 s."""
+    pytest.importorskip("pybullet")
+    from sim.g1_pybullet import G1PyBulletEnv
+    env = G1PyBulletEnv(history=2, episode_s=3.0, pushes=False)
+    try:
+        env.reset(seed=0)
+        st = env.robot_state()
+        assert abs(st["rpy"][0]) < 1e-6 and abs(st["rpy"][1]) < 1e-6
+        assert np.allclose(st["q"], env.default_pose)
+        fell_pb, pitch = None, 0.0
+        for k in range(150):
+            _, _, term, _, _ = env.step_targets(env.default_pose)
+            if term[0]:
+                fell_pb = (k + 1) * 0.02
+                break
+            pitch = env.robot_state()["rpy"][1]
+    finally:
+        env.close()
+    fell_mj, _ = _hold_default_pose((1.0, 1.0))
+    assert fell_pb is not None and pitch > 0.3            # forward, as in MuJoCo
+    assert abs(fell_pb - fell_mj) < 0.5
