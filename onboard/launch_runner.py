@@ -45,6 +45,10 @@ ONBOARD_EXECUTABLES = {
     "sim_node": "ros_nodes.sim_node",
     "teleop_node": "ros_nodes.teleop_node",
     "recorder_node": "ros_nodes.recorder_node",
+    "quad_sim_node": "ros_nodes.quad_sim_node",
+    "quad_policy_node": "ros_nodes.quad_policy_node",
+    "px4_adapter": "ros_nodes.adapters.px4",
+    "crazyswarm2_adapter": "ros_nodes.adapters.crazyswarm2",
 }
 SHUTDOWN_SIGINT_S = 2.5     # then SIGTERM
 SHUTDOWN_SIGTERM_S = 1.5    # then SIGKILL; total stays under 5 s

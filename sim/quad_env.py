@@ -113,6 +113,31 @@ def _quintic(p0, p1, s):
             d * (60 * s - 180 * s**2 + 120 * s**3))
 
 
+def figure8(t_s) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Figure-8 offset from its centre, velocity and acceleration (n, 3) at episode times ``t_s`` (n,)."""
+    t = np.atleast_1d(np.asarray(t_s, dtype=float))
+    w, tr = 2 * math.pi / FIG8["period_s"], FIG8["ramp_s"]
+    # Smooth start: the phase accelerates from rest over ramp_s, then runs at w.
+    tau = np.where(t < tr, t**2 / (2 * tr), t - tr / 2)
+    dtau = np.where(t < tr, t / tr, 1.0)
+    ddtau = np.where(t < tr, 1.0 / tr, 0.0)
+    th, dth, ddth = w * tau, w * dtau, w * ddtau
+    a, b = FIG8["a_m"], FIG8["b_m"]
+    shape = np.stack([a * np.sin(th), b * np.sin(2 * th), 0 * th], 1)
+    d1 = np.stack([a * np.cos(th), 2 * b * np.cos(2 * th), 0 * th], 1)
+    d2 = np.stack([-a * np.sin(th), -4 * b * np.sin(2 * th), 0 * th], 1)
+    return shape, d1 * dth[:, None], d1 * ddth[:, None] + d2 * (dth**2)[:, None]
+
+
+def observation_from_state(pos, vel, rot, gyro, ref_pos, ref_vel, ref_acc, last_action) -> np.ndarray:
+    """The policy observation (n, OBS_DIM) float32 from measured state and reference, in ``OBS_SPEC`` order.
+    ``rot``: (n, 3, 3) body-to-world. The sim env and the ROS policy node both build it here."""
+    n = len(pos)
+    rot6d = np.asarray(rot)[:, :, :2].transpose(0, 2, 1).reshape(n, 6)
+    return np.concatenate([np.asarray(pos) - ref_pos, vel, rot6d, gyro, ref_vel, ref_acc, last_action],
+                          axis=1).astype(np.float32)
+
+
 class QuadVecEnv:
     """``num_envs`` quadrotors flying one task, batched. See the module docstring."""
 
@@ -203,20 +228,8 @@ class QuadVecEnv:
         pos, vel, acc = self._center.copy(), np.zeros((n, 3)), np.zeros((n, 3))
         f8 = self._ref_kind == 1
         if f8.any():
-            t = t_s[f8]
-            w, tr = 2 * math.pi / FIG8["period_s"], FIG8["ramp_s"]
-            # Smooth start: the phase accelerates from rest over ramp_s, then runs at w.
-            tau = np.where(t < tr, t**2 / (2 * tr), t - tr / 2)
-            dtau = np.where(t < tr, t / tr, 1.0)
-            ddtau = np.where(t < tr, 1.0 / tr, 0.0)
-            th, dth, ddth = w * tau, w * dtau, w * ddtau
-            a, b = FIG8["a_m"], FIG8["b_m"]
-            shape = np.stack([a * np.sin(th), b * np.sin(2 * th), 0 * th], 1)
-            d1 = np.stack([a * np.cos(th), 2 * b * np.cos(2 * th), 0 * th], 1)
-            d2 = np.stack([-a * np.sin(th), -4 * b * np.sin(2 * th), 0 * th], 1)
+            shape, vel[f8], acc[f8] = figure8(t_s[f8])
             pos[f8] += shape
-            vel[f8] = d1 * dth[:, None]
-            acc[f8] = d1 * ddth[:, None] + d2 * (dth**2)[:, None]
         wp = self._ref_kind == 2
         if wp.any():
             seg = np.minimum((t_s[wp] // WAYPOINT_SEG_S).astype(int), N_WAYPOINTS - 1)
@@ -284,6 +297,15 @@ class QuadVecEnv:
         return np.concatenate([self.sim.pos, self.sim.vel, rot6d, self.sim.omega_body], axis=1)
 
     def _observe(self) -> np.ndarray:
+        m = self.measured()
+        pref, vref, aref = self.reference(self.t_step * self.dt_s)
+        obs = np.concatenate([m[:, 0:3] - pref, m[:, 3:6], m[:, 6:12], m[:, 12:15], vref, aref,
+                              self.last_action], axis=1)
+        return obs.astype(np.float32)
+
+    def measured(self) -> np.ndarray:
+        """What the sensors report now (n, 15): delayed (observation FIFO) and noisy (DR) position,
+        world velocity, rot6d and gyro. Draws fresh noise on every call."""
         n = self.num_envs
         rows = (self._k - self.obs_delay_steps) % FIFO_LEN
         m = self._state_fifo[rows, np.arange(n)].copy()
@@ -298,10 +320,7 @@ class QuadVecEnv:
         m[:, 12:15] += self.sim.gyro_bias
         if np.any(self.sim.gyro_noise_std > 0):
             m[:, 12:15] += rng.standard_normal((n, 3)) * self.sim.gyro_noise_std[:, None]
-        pref, vref, aref = self.reference(self.t_step * self.dt_s)
-        obs = np.concatenate([m[:, 0:3] - pref, m[:, 3:6], m[:, 6:12], m[:, 12:15], vref, aref,
-                              self.last_action], axis=1)
-        return obs.astype(np.float32)
+        return m
 
     # ---- step ---------------------------------------------------------------------------------
     def action_to_command(self, action: np.ndarray) -> np.ndarray:

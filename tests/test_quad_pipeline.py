@@ -18,12 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     """A tiny residual PPO trained, then exported, through the CLI (a few PPO updates)."""
-    root = tmp_path_factory.mktemp("quad_cli")
-    assert main(["train", "--policy", "ppo", "--task", "track", "--residual", "--total-steps", "192",
-                 "--num-envs", "4", "--rollout-steps", "16", "--out", str(root / "train"), "--no-progress"]) == 0
-    assert (root / "train" / "checkpoint.pt").is_file() and (root / "train" / "training_curve.png").is_file()
-    assert main(["export", str(root / "train" / "checkpoint.pt"), "--out", str(root / "quad.onnx")]) == 0
-    return root / "quad.onnx"
+    from quad_tiny import session_quad_artifact
+    return session_quad_artifact(tmp_path_factory)
 
 
 def _obs1(rng=None):
