@@ -50,7 +50,8 @@ class HumanoidPPOConfig:
     num_envs: int = 64
     num_steps: int = 24                  # rollout length per env per update (legged_gym)
     total_steps: int = 2_000_000
-    learning_rate: float = 5e-4
+    learning_rate: float = 2e-4
+    desired_kl: float = 0.01             # > 0: adapt the learning rate to this KL per update (rsl_rl's schedule)
     anneal_lr: bool = False
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -186,14 +187,27 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
         with torch.no_grad():
             last_val = ac.value(torch.as_tensor(norm.both(obs, cobs))).numpy()
         adv, ret = ro.advantages(last_val, cfg.gamma, cfg.gae_lambda)
+        x_all = torch.as_tensor(ro.obs.reshape(-1, ro.obs.shape[-1]))
+        with torch.no_grad():
+            old = ac.dist(x_all)
         stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng)
+        if cfg.desired_kl > 0:
+            with torch.no_grad():
+                kl = float(torch.distributions.kl_divergence(old, ac.dist(x_all)).sum(-1).mean())
+            lr = opt.param_groups[0]["lr"]
+            if kl > 2.0 * cfg.desired_kl:
+                lr = max(1e-5, lr / 1.5)
+            elif kl < 0.5 * cfg.desired_kl:
+                lr = min(1e-2, lr * 1.5)
+            opt.param_groups[0]["lr"] = lr
+            stats.update(kl=kl, lr=lr)
         res.env_steps = (upd + 1) * cfg.num_envs * cfg.num_steps
         stop = cfg.max_wall_s > 0 and time.perf_counter() - t0 > cfg.max_wall_s
         if ep_ret and ((upd + 1) % cfg.log_every == 0 or upd == n_updates - 1 or stop):
             row = {"update": upd + 1, "env_steps": res.env_steps, "wall_s": round(time.perf_counter() - t0, 1),
                    "return": float(np.mean(ep_ret)), "episode_s": float(np.mean(ep_len)) * env.dt_s,
                    "fall_rate": float(np.mean(ep_fell)), "lin_vel_err": float(np.mean(ep_lin)),
-                   "episodes": len(ep_ret), "std": float(ac.log_std.exp().mean()), **stats}
+                   "episodes": len(ep_ret), "std": float(ac.log_std.detach().exp().mean()), **stats}
             res.history.append(row)
             log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
             ep_ret, ep_len, ep_fell, ep_lin = [], [], [], []
