@@ -299,3 +299,17 @@ def test_pybullet_twin_from_the_same_description_topples_like_mujoco_under_the_p
     fell_mj, _ = _hold_default_pose((1.0, 1.0))
     assert fell_pb is not None and pitch > 0.3            # forward, as in MuJoCo
     assert abs(fell_pb - fell_mj) < 0.5
+
+
+def test_walk_task_samples_velocity_commands_and_scores_gait_contacts():
+    env = HumanoidVecEnv(4, task="walk", seed=2)
+    obs, _ = env.reset()
+    c = env.command
+    assert np.all(c[:, 0] >= -0.3) and np.all(c[:, 0] <= 0.8) and np.any(np.abs(c) > 0.05)
+    assert np.allclose(env.split_obs(obs)["velocity_command"][:, -3:], c * [2.0, 2.0, 0.25], atol=1e-6)
+    assert env.reward_scales["contact"] > 0 and env.reward_scales["feet_swing_height"] < 0
+    stand = HumanoidVecEnv(2, task="stand", seed=2)
+    stand.reset()
+    assert not stand.command.any() and stand.reward_scales["contact"] == 0.0
+    _, r, *_ = env.step(np.zeros((4, 12)))
+    assert np.all(np.isfinite(r))
