@@ -3,7 +3,8 @@
 Rows: raw ``mj_step`` (physics only), ``QuadrotorBatch.step`` (rate loop +
 motors + forces + mj_step), and ``QuadVecEnv.step`` (one 100 Hz control step =
 5 physics steps, FIFOs, reference, reward) for 1 and N drones, with and
-without DR. Ratios are against raw mj_step per drone-physics-step.
+without DR; and the independent PyBullet plant (``sim.quad_pybullet``, used by
+``onboard sim2sim``). Ratios are against raw mj_step per drone-physics-step.
 
     .venv/bin/python -m bench.bench_quad_env [--n 64] [--seconds 2]
 """
@@ -70,6 +71,24 @@ def main(argv=None) -> int:
             rows.append({"what": f"QuadVecEnv.step + GeometricController, {n}, dr={dr}", "calls_per_s": r,
                          "drone_physics_steps_per_s": r * n * env.substeps,
                          "vs_raw_1": r * n * env.substeps / raw_per_drone, "env_steps_per_s": r * n})
+    from sim.quad_pybullet import PyBulletQuadBatch   # the independent plant used for sim-to-sim
+    for n in (1, a.n):
+        q = PyBulletQuadBatch(n)
+        q.reset_drones(np.arange(n), np.tile([0, 0, 1.0], (n, 1)) + np.arange(n)[:, None] * [3.0, 0, 0])
+        r = _rate(q.step, a.seconds)
+        rows.append({"what": f"PyBulletQuadBatch.step (own rotor/motor/rate loop), {n}", "calls_per_s": r,
+                     "drone_physics_steps_per_s": r * n, "vs_raw_1": r * n / raw_per_drone, "env_steps_per_s": ""})
+        q.close()
+    env = QuadVecEnv(a.n, task="track", dr=True, seed=0, plant="pybullet")
+    obs = [env.reset()[0]]
+    ctl = GeometricController.for_env(env)
+
+    def step_pb():
+        obs[0] = env.step(ctl.act(split_obs(obs[0])))[0]
+    r = _rate(step_pb, a.seconds)
+    rows.append({"what": f"QuadVecEnv(plant=pybullet).step + GeometricController, {a.n}, dr=True", "calls_per_s": r,
+                 "drone_physics_steps_per_s": r * a.n * env.substeps,
+                 "vs_raw_1": r * a.n * env.substeps / raw_per_drone, "env_steps_per_s": r * a.n})
     record("Quadrotor env steps/s vs raw mj_step", rows, write=not a.no_write,
            notes="env step = one 100 Hz control step = 5 physics steps at 500 Hz; the CPU is shared, "
                  "so read the ratios, not the absolute rates.")
