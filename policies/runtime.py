@@ -239,6 +239,9 @@ class PolicyRuntime:
         self.num_envs = int(num_envs)
         if self.num_envs < 1:
             raise OnboardError(f"num_envs must be >= 1, got {num_envs}", field="num_envs", fix="pass 1 or more")
+        if self.safety is not None and not isinstance(self.safety, (list, tuple)) and self.num_envs != 1:
+            raise OnboardError(f"one safety filter for num_envs={self.num_envs}", field="safety",
+                               fix="pass a list with one filter per row (filters keep per-robot state)")
         self.obs_clip = float(c.extra.get("obs_clip", 10.0))
         self.residual = c.extra.get("residual")
         self.baseline = None
