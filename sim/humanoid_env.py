@@ -46,7 +46,7 @@ CMD_SCALE = np.array([2.0, 2.0, 0.25])
 FIFO_LEN = 16                          # physics steps (32 ms) of history for the delay lines
 EPISODE_S = 20.0
 FALL_HEIGHT_M = 0.45                   # pelvis below this: fallen
-FALL_TILT_RAD = 1.0                    # pelvis tilt above this: fallen
+FALL_TILT_RAD = 0.6                    # pelvis tilt above this: fallen (= the safety envelope's roll/pitch limit)
 BASE_HEIGHT_TARGET_M = 0.78
 WALK_COMMANDS = {"vx": (-0.3, 0.8), "vy": (-0.3, 0.3), "yaw": (-0.5, 0.5), "resample_s": 10.0}
 FOOT_SWING_HEIGHT_M = 0.08
@@ -139,6 +139,7 @@ class HumanoidVecEnv:
         self.frame_dim, self.obs_dim, self.critic_dim, self.action_dim = (
             FRAME_DIM, FRAME_DIM * self.history, CRITIC_DIM, 12)
         self.reward_scales = dict(REWARD_SCALES, **(reward_scales or {}))
+        self.fall_tilt_rad = FALL_TILT_RAD
         if task == "stand":
             for k in ("tracking_lin_vel", "tracking_ang_vel"):     # zero command: same terms, keep them
                 self.reward_scales[k] = self.reward_scales[k]
@@ -446,7 +447,7 @@ class HumanoidVecEnv:
         hip = np.r_[1, 2, 7, 8]
         height = self.qpos[:, 2]
         tilt = np.arccos(np.clip(-g[:, 2], -1.0, 1.0))
-        fell = (height < FALL_HEIGHT_M) | (tilt > FALL_TILT_RAD) | ~np.all(np.isfinite(self.qpos), 1)
+        fell = (height < FALL_HEIGHT_M) | (tilt > self.fall_tilt_rad) | ~np.all(np.isfinite(self.qpos), 1)
         terms = {
             "tracking_lin_vel": np.exp(-e_lin_sq / TRACKING_SIGMA),
             "tracking_ang_vel": np.exp(-e_yaw_sq / TRACKING_SIGMA),

@@ -227,6 +227,7 @@ def test_supervisor_refuses_to_start_from_a_stale_or_tilted_state():
 
 def test_supervisor_stands_the_simulated_robot_and_damps_after_a_violent_push():
     env = HumanoidVecEnv(1, task="stand", seed=0)
+    env.fall_tilt_rad = 1.2          # let the supervisor, not the env's episode end, see the tilt
     env.reset()
     prof = load_robot("g1_12dof")   # stiff gains: PD alone holds the pose (see the model sanity tests)
     sup = _sup(kp=10 * np.asarray(prof.raw["pd_gains"]["kp"]), kd=5 * np.asarray(prof.raw["pd_gains"]["kd"]))
