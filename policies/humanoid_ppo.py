@@ -347,9 +347,19 @@ def torch_act_fn(res: HumanoidTrainResult):
 
 def runtime_act_fn(artifact: str | Path, num_envs: int, safety: bool = True):
     """The artifact through ``PolicyRuntime`` (ONNX Runtime) and one safety filter per robot."""
+    from onboard.paths import config_dir
+    from onboard.spec import load_robot
     from policies.runtime import PolicyRuntime
     from sim2real.safety import SafetyFilter
-    filters = [SafetyFilter.for_robot("g1_12dof") for _ in range(num_envs)] if safety else None
+    from sim2real.safety_envelope import load_envelope
+    filters = None
+    if safety:
+        profile = load_robot("g1_12dof")
+        envelope = load_envelope(profile, config_dir() / "safety" / "g1_12dof.yaml")
+        # Episodes start standing with the policy in charge: on the robot the 2 s ramp to the default
+        # pose (HumanoidSupervisor RAMP) happens hanging on the gantry, and PD alone cannot stand it.
+        envelope.ramp_in_s = 0.0
+        filters = [SafetyFilter(profile, envelope) for _ in range(num_envs)]
     rt = PolicyRuntime(artifact, robot="g1_12dof", safety=filters, num_envs=num_envs)
     state = {"t": np.zeros(num_envs), "rt": rt, "filters": filters}
 
@@ -418,9 +428,35 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
 
 
 # ---------------------------------------------------------------- command line
+def evaluate_artifacts(prefix: str, *, task: str = "stand", episodes: int = 100, pybullet_episodes: int = 10,
+                       log=print) -> dict:
+    """The measured table: torch policy, the ONNX artifact through the runtime + safety filter
+    (MuJoCo, DR, pushes), and the same artifact in PyBullet (nominal physics, pushes)."""
+    res, _ = load_checkpoint(f"{prefix}.pt")
+    H = res.config.history
+    out = {}
+    out["torch_mujoco_dr"] = evaluate(torch_act_fn(res), task=task, episodes=episodes, history=H)
+    log(json.dumps({"torch_mujoco_dr": out["torch_mujoco_dr"]}))
+    out["runtime_safety_mujoco_dr"] = evaluate(runtime_act_fn(f"{prefix}.onnx", min(50, episodes)), task=task,
+                                               episodes=episodes, history=H, num_envs=min(50, episodes))
+    log(json.dumps({"runtime_safety_mujoco_dr": out["runtime_safety_mujoco_dr"]}))
+    if pybullet_episodes:
+        from sim.g1_pybullet import G1PyBulletEnv
+        out["runtime_safety_pybullet"] = evaluate(
+            runtime_act_fn(f"{prefix}.onnx", 1), task=task, episodes=pybullet_episodes, history=H, num_envs=1,
+            make_env=lambda n, seed: G1PyBulletEnv(seed=seed, history=H, task=task))
+        log(json.dumps({"runtime_safety_pybullet": out["runtime_safety_pybullet"]}))
+    if task == "walk":
+        for vx in (0.3, 0.5):
+            out[f"walk_vx_{vx}"] = evaluate(torch_act_fn(res), task=task, episodes=min(episodes, 50), history=H,
+                                            command=np.array([vx, 0.0, 0.0]))
+            log(json.dumps({f"walk_vx_{vx}": out[f"walk_vx_{vx}"]}))
+    return out
+
+
 def main(argv=None) -> int:
-    """``python -m policies.humanoid_ppo --task stand --max-wall-s 900 --out runs/g1/stand`` trains, saves
-    ``<out>.pt``, exports ``<out>.onnx`` and evaluates both (torch and runtime + safety filter)."""
+    """``python -m policies.humanoid_ppo --task stand --max-wall-s 840 --out runs/g1/stand`` trains, saves
+    ``<out>.pt``, exports ``<out>.onnx``; ``--eval-only`` evaluates an existing ``<out>.pt/.onnx``."""
     import argparse
     ap = argparse.ArgumentParser(description="PPO (asymmetric critic, history) for the G1 legs")
     ap.add_argument("--task", default="stand", choices=["stand", "walk"])
@@ -432,19 +468,22 @@ def main(argv=None) -> int:
     ap.add_argument("--no-dr", action="store_true")
     ap.add_argument("--resume", help="checkpoint to continue from (weights and statistics)")
     ap.add_argument("--eval-episodes", type=int, default=100)
+    ap.add_argument("--pybullet-episodes", type=int, default=10)
+    ap.add_argument("--eval-only", action="store_true", help="evaluate <out>.pt / <out>.onnx, no training")
     ap.add_argument("--out", required=True, help="path prefix for <out>.pt and <out>.onnx")
     a = ap.parse_args(argv)
-    cfg = HumanoidPPOConfig(task=a.task, total_steps=a.total_steps, num_envs=a.num_envs, history=a.history,
-                            seed=a.seed, dr=not a.no_dr, max_wall_s=a.max_wall_s,
-                            resume=a.resume or "")
-    res = train(cfg, log=lambda line: print(line, flush=True))
-    ck = save_checkpoint(res, f"{a.out}.pt")
-    export_humanoid(ck, f"{a.out}.onnx")
-    print(json.dumps({"checkpoint": str(ck), "artifact": f"{a.out}.onnx", "train_wall_s": round(res.wall_s, 1),
-                      "env_steps": res.env_steps}), flush=True)
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if not a.eval_only:
+        cfg = HumanoidPPOConfig(task=a.task, total_steps=a.total_steps, num_envs=a.num_envs, history=a.history,
+                                seed=a.seed, dr=not a.no_dr, max_wall_s=a.max_wall_s, resume=a.resume or "")
+        res = train(cfg, log=log)
+        ck = save_checkpoint(res, f"{a.out}.pt")
+        export_humanoid(ck, f"{a.out}.onnx")
+        log(json.dumps({"checkpoint": str(ck), "artifact": f"{a.out}.onnx", "train_wall_s": round(res.wall_s, 1),
+                        "env_steps": res.env_steps}))
     if a.eval_episodes:
-        ev = evaluate(torch_act_fn(res), task=a.task, episodes=a.eval_episodes, history=cfg.history)
-        print(json.dumps({"eval_torch": ev}), flush=True)
+        evaluate_artifacts(a.out, task=a.task, episodes=a.eval_episodes, pybullet_episodes=a.pybullet_episodes,
+                           log=log)
     return 0
 
 
