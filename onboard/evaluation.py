@@ -82,7 +82,11 @@ def evaluate(artifact: str | Path, cfg: EvalConfig, out_dir: str | Path | None =
     rt.safety = safety
 
     cameras = ("front",) if cfg.video_episodes > 0 and out_dir is not None else ()
-    env = ArmEnv(task=cfg.task, dr=cfg.dr, seed=cfg.seed, cameras=cameras, image_size=cfg.image_size)
+    # Rendering costs more than physics and inference together: only the recorded episodes render.
+    # Episodes are seeded one by one (reset(seed=...)), so both envs see the same draws for a seed.
+    env = ArmEnv(task=cfg.task, dr=cfg.dr, seed=cfg.seed)
+    video_env = (ArmEnv(task=cfg.task, dr=cfg.dr, seed=cfg.seed, cameras=cameras, image_size=cfg.image_size)
+                 if cameras else None)
     missing = [k for k in contract.obs_keys if k not in env.observation_space.spaces]
     if missing:
         raise OnboardError(f"artifact needs observation keys {missing} that task '{cfg.task}' does not provide",
@@ -96,17 +100,19 @@ def evaluate(artifact: str | Path, cfg: EvalConfig, out_dir: str | Path | None =
     bar = tqdm(it, desc=f"eval {cfg.task}", unit="ep", disable=not progress)
     successes = 0
     for ep in bar:
-        obs, info = env.reset(seed=cfg.seed + ep)
+        recording = video_env is not None and ep < cfg.video_episodes
+        env_ep = video_env if recording else env
+        obs, info = env_ep.reset(seed=cfg.seed + ep)
         state = _state_from_obs(obs)
         rt.reset(state=state, t=0.0)
-        frames = [] if ep < cfg.video_episodes and cameras else None
+        frames = [] if recording else None
         success, steps, t = False, 0, 0.0
         done = False
         while not done:
             if frames is not None:
                 frames.append(obs["image.front"])
             cmd = rt.act(obs, t=t, state=state)
-            obs, _reward, terminated, truncated, info = env.step(cmd)
+            obs, _reward, terminated, truncated, info = env_ep.step(cmd)
             state = _state_from_obs(obs)
             steps += 1
             t += dt_s
