@@ -117,6 +117,9 @@ class JointStreamLimits:
         return lo, hi
 
 
+_REACH_M = 1.2   # upper bound on any arm joint axis to TCP distance (Panda reach ~0.86 m + TCP offset)
+
+
 class SafetyFilter:
     """See the module docstring. Construct with ``from_yaml`` or ``for_robot``."""
 
@@ -163,6 +166,7 @@ class SafetyFilter:
             self.limits = JointStreamLimits(pos[:, 0], pos[:, 1], margin, vel, acc, jerk, dt)
             self.n_joints = profile.n_joints
             self._hist = None   # (3, D): last three outputs, newest first
+            self._tcp_of_last = None
         if self.kind == "arm":
             self.kin = SerialArmKinematics.from_profile(profile)
             self._box_lo, self._box_hi = envelope.box_min, envelope.box_max
@@ -504,7 +508,9 @@ class SafetyFilter:
         if not e.workspace_enabled:
             return w
         q = q1[:n] + w[:n]
-        if self._inside(self.kin.tcp_position(q)):
+        x = self.kin.tcp_position(q)
+        if self._inside(x) and self._brakes_inside(w, x):
+            self._tcp_of_last = (q, x)
             return w
         resp = self._r["workspace"]
         if resp != "clamp":
@@ -514,10 +520,49 @@ class SafetyFilter:
             self._respond(resp, "workspace", t)
             return w
         w_new = self._project_into_box(q1[:n], w[:n], lo[:n], hi[:n], brake[:n])
+        self._tcp_of_last = None
         self._count("workspace", t, q, q1[:n] + w_new, axes=self.action_names[:n])
         w = w.copy()
         w[:n] = w_new
         return w
+
+    def _brakes_inside(self, w_arm, x_new=None, max_steps: int = 50) -> bool:
+        """Whether, after the joint step ``w_arm`` (arm joints), braking as hard as the joint limits
+        allow keeps the TCP inside the box until the arm stands still.
+
+        Inside-the-box alone is not invariant: a step that ends inside with speed toward a face may
+        leave no joint-feasible way to stop before crossing it. Requiring the braking path to stay
+        inside makes "inside and can stop inside" the invariant the filter keeps. Checked only when
+        the TCP is within reach of a face at its current step length (the usual step costs nothing).
+        """
+        n = self.n_joints
+        q1, q2, _ = self._hist
+        w_arm = np.asarray(w_arm)[:n]
+        a = q1[:n] + w_arm
+        x_new = self.kin.tcp_position(a) if x_new is None else x_new
+        room = float(min(np.min(x_new - self._box_lo), np.min(self._box_hi - x_new)))
+        cache = self._tcp_of_last   # (arm joints, TCP) of the last output, if still current
+        x_old = cache[1] if cache is not None and float(np.max(np.abs(cache[0] - q1[:n]))) <= 1e-9 \
+            else self.kin.tcp_position(q1[:n])
+        step = float(np.linalg.norm(x_new - x_old))
+        # Braking at the acceleration limit from step w travels about w * (w / 2u + 1) (u: the per-step
+        # velocity change allowed); 2x that in Cartesian space (curved paths) plus 1 mm gates the search.
+        u = self.limits.w_acc[:n]
+        travel_ratio = float(np.max(np.abs(w_arm) / (2.0 * u))) + 1.0
+        if room > 2.0 * step * travel_ratio + 1e-3:
+            return True
+        lim = self.limits
+        h = (np.r_[a, q1[n:]], q1, q2)
+        for _ in range(max_steps):
+            lo, hi = lim.interval(*h)
+            brake = np.minimum(np.maximum(lo, 0.0), hi)
+            if not np.any(np.abs(brake[:n]) > 1e-9):
+                return True
+            q_next = h[0] + brake
+            if not self._inside(self.kin.tcp_position(q_next[:n])):
+                return False
+            h = (q_next, h[0], h[1])
+        return True
 
     def _inside(self, x, shrink=0.0):
         return bool(np.all(x >= self._box_lo + shrink) and np.all(x <= self._box_hi - shrink))
@@ -534,11 +579,11 @@ class SafetyFilter:
                 break
             dq = J.T @ np.linalg.solve(J @ J.T + 1e-4 * np.eye(3), dx)
             wk = np.clip(wk + dq, lo, hi)
-        if self._inside(self.kin.tcp_position(q1 + wk)):
+        if self._inside(self.kin.tcp_position(q1 + wk)) and self._brakes_inside(wk):
             return wk
         # Back off along the segment from the brake step (inside [lo, hi]) to the best candidate:
         # every point of that segment is inside [lo, hi], so joint limits still hold.
-        if not self._inside(self.kin.tcp_position(q1 + brake)):
+        if not (self._inside(self.kin.tcp_position(q1 + brake)) and self._brakes_inside(brake)):
             # Moving out too fast to stop inside in one step: the joint limits win (documented).
             # The least-squares result still heads back to the box as fast as the limits allow;
             # the CBF (on by default) slows the approach so that this does not happen.
@@ -546,7 +591,8 @@ class SafetyFilter:
         a, b = 0.0, 1.0
         for _ in range(20):
             mid = 0.5 * (a + b)
-            if self._inside(self.kin.tcp_position(q1 + brake + mid * (wk - brake))):
+            wm = brake + mid * (wk - brake)
+            if self._inside(self.kin.tcp_position(q1 + wm)) and self._brakes_inside(wm):
                 a = mid
             else:
                 b = mid

@@ -225,3 +225,20 @@ def test_non_finite_values_never_pass_a_chunk_check(robot, data):
     chunk = data.draw(arrays(float, (data.draw(st.integers(1, 16)), D), elements=WILD))
     out = f.filter_chunk(chunk, state, 0.5)
     assert out.shape == chunk.shape and np.all(np.isfinite(out))
+
+
+def test_tcp_never_leaves_the_workspace_box_under_adversarial_bang_bang_streams():
+    """Wild commands build speed toward a face; the filter must keep 'inside and able to stop inside'."""
+    rng = np.random.default_rng(7)
+    for trial in range(80):
+        f = SafetyFilter.for_robot("franka_panda")
+        q0 = np.r_[f.profile.default_pose + rng.uniform(-0.05, 0.05, 7), 0.04]
+        state = {"q": q0}
+        f.reset(state, 0.0)
+        outs = []
+        for k in range(30):
+            c = rng.choice([0.0, 2.0, -2.0, 1.0], size=8) if rng.random() < 0.7 else rng.uniform(-3, 3, 8)
+            outs.append(f.filter(c, (k + 1) * f.dt, state))
+            x = f.kin.tcp_position(outs[-1][:7])
+            assert np.all(x >= f.env.box_min - 1e-9) and np.all(x <= f.env.box_max + 1e-9), (trial, k, x)
+        _stream_ok(f, outs, q0)
