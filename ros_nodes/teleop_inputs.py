@@ -446,3 +446,19 @@ class TeleopController:
             self._width += float(np.clip(self.width_target - self._width, -step, step))
         width = float(np.clip(self._width, 0.0, self.max_width))
         return np.r_[q, width]
+
+
+def select_command(teleop_raw, policy_cmd, policy_age_s: float, policy_timeout_s: float,
+                   policy_width, last_safe: np.ndarray) -> tuple[np.ndarray, str]:
+    """The teleop/policy mux: teleop always wins while engaged; a fresh policy command is forwarded
+    while the human is disengaged; otherwise hold the last safe command. Returns (raw command, source).
+
+    ``teleop_raw``: the controller's command (arm joints + gripper width) or None when disengaged.
+    ``policy_cmd``: the policy's arm joint targets or None; ``policy_width``: its gripper width or None.
+    """
+    if teleop_raw is not None:
+        return np.asarray(teleop_raw, dtype=float), "teleop"
+    if policy_cmd is not None and policy_age_s <= policy_timeout_s:
+        width = policy_width if policy_width is not None else float(last_safe[-1])
+        return np.r_[np.asarray(policy_cmd, dtype=float), width], "policy"
+    return np.asarray(last_safe, dtype=float).copy(), "hold"

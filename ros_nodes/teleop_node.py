@@ -34,7 +34,8 @@ import time
 
 import numpy as np
 
-from ros_nodes.teleop_inputs import INPUTS, JoyMapping, KeyboardJoy, LeaderArmMap, TeleopController
+from ros_nodes.teleop_inputs import (INPUTS, JoyMapping, KeyboardJoy, LeaderArmMap, TeleopController,
+                                     select_command)
 
 
 def _make_node():
@@ -178,16 +179,9 @@ def _make_node():
                 self.last_safe = state["q"].copy()
                 self.started = True
             self.safety.update_state(state, self.gate.last_receive_s)
-            raw = self.ctl.step(t, state["q"][:-1], float(state["q"][-1]))
-            if raw is not None:
-                self.source = "teleop"
-            elif self.policy_cmd is not None and t - self.policy_t <= self.policy_timeout_s:
-                width = self.policy_width if self.policy_width is not None else self.last_safe[-1]
-                raw = np.r_[self.policy_cmd, width]
-                self.source = "policy"
-            else:
-                raw = self.last_safe.copy()        # hold the last safe command
-                self.source = "hold"
+            teleop_raw = self.ctl.step(t, state["q"][:-1], float(state["q"][-1]))
+            raw, self.source = select_command(teleop_raw, self.policy_cmd, t - self.policy_t,
+                                              self.policy_timeout_s, self.policy_width, self.last_safe)
             safe = self.safety.filter(raw, t)
             if not np.all(np.isfinite(safe)):
                 return

@@ -151,3 +151,21 @@ def test_a_malformed_leader_calibration_names_the_field(tmp_path):
     path.write_text("zero_offsets_rad: [0, 0]\n")
     with pytest.raises(ConfigError, match="zero_offsets_rad"):
         LeaderArmMap.from_yaml(path, PANDA.joint_names)
+
+
+def test_teleop_takes_priority_over_a_fresh_policy_command():
+    from ros_nodes.teleop_inputs import select_command
+
+    last = np.r_[np.zeros(7), 0.04]
+    teleop = np.r_[np.full(7, 0.1), 0.02]
+    policy = np.full(7, -0.3)
+    raw, src = select_command(teleop, policy, 0.01, 0.5, 0.05, last)
+    assert src == "teleop" and np.array_equal(raw, teleop)
+    raw, src = select_command(None, policy, 0.01, 0.5, 0.05, last)
+    assert src == "policy" and np.array_equal(raw, np.r_[policy, 0.05])
+    raw, src = select_command(None, policy, 0.01, 0.5, None, last)       # no policy gripper: keep width
+    assert src == "policy" and raw[-1] == 0.04
+    raw, src = select_command(None, policy, 0.8, 0.5, 0.05, last)         # stale policy: hold
+    assert src == "hold" and np.array_equal(raw, last)
+    raw, src = select_command(None, None, 0.0, 0.5, None, last)
+    assert src == "hold" and np.array_equal(raw, last)
