@@ -393,6 +393,11 @@ class PolicyRuntime:
             out[1:] = 0.0
         return out
 
+    def planned(self) -> list[np.ndarray]:
+        """The commands still queued from the current chunk (already chunk-checked, not yet step-filtered),
+        oldest first: what a JointTrajectoryController publisher sends ahead."""
+        return [np.asarray(c, dtype=np.float64) for c in self._plan]
+
     def timing_summary(self) -> dict:
         ms = np.asarray(self.stats["chunk_ms"], dtype=float)
         out = {"chunks": self.stats["chunks"], "commands": self.stats["commands"],

@@ -191,7 +191,7 @@ class PolicyLoop:
                 self.gate.last_error = f"observation refused by the runtime: {exc}"
                 return None
             self.compute_ms.append((time.perf_counter() - t0) * 1e3)
-            upcoming = [np.asarray(c, dtype=float) for c in getattr(self.rt, "_plan", ())]
+            upcoming = self.rt.planned() if hasattr(self.rt, "planned") else []
             chunk = np.vstack([cmd] + upcoming) if upcoming else cmd[None, :]
             if not np.all(np.isfinite(cmd)):
                 return None                   # never publish a non-finite command
