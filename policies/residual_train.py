@@ -55,7 +55,7 @@ class ResidualPPOConfig:
     num_envs: int = 8
     num_steps: int = 60                  # rollout length per env per update
     total_steps: int = 200_000
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-4
     anneal_lr: bool = False
     gamma: float = 0.99
     gae_lambda: float = 0.95
@@ -66,7 +66,7 @@ class ResidualPPOConfig:
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
     hidden: tuple = (256, 256)
-    init_log_std: float = -1.0
+    init_log_std: float = -1.5           # exploration noise ~0.02 normalized: more would undo the base
     seed: int = 0
     torch_threads: int = 1
     log_every: int = 1                   # updates

@@ -207,3 +207,23 @@ def test_cli_eval_reports_base_and_residual_side_by_side_on_the_same_seeds(train
                  "--max-residual-share", "0"]) == 0
     rep0 = json.loads((tmp_path / "ev0" / "eval_report.json").read_text())
     assert rep0["rows"][1]["per_episode"][0]["residual_abs_max"] == 0.0
+
+
+def test_policy_node_loop_runs_a_residual_artifact_and_publishes_its_magnitude(trained):
+    pytest.importorskip("rclpy")
+    from ros_nodes.policy_node import RUNNING, PolicyLoop
+    from tests.ros_tiny_artifact import PANDA
+
+    _res, _ck, art = trained
+    loop = PolicyLoop(str(art), max_residual_share=0.5)
+    assert loop.ok, loop.error
+    assert loop.rt.max_residual_share == 0.5
+    loop.on_task_state({"target_pos": np.array([0.5, 0.0, 0.3])})
+    names = list(PANDA.joint_names) + ["panda_finger_joint1", "panda_finger_joint2"]
+    for k in range(5):
+        loop.on_joint_state(names, list(PANDA.default_pose) + [0.02, 0.02], [0.0] * 9, stamp_s=0.1 * k,
+                            receive_s=0.1 * k)
+        out = loop.tick(0.1 * k + 0.001)
+    assert out is not None and loop.status == RUNNING
+    _level, _msg, values = loop.diagnostics(0.5)
+    assert 0.0 <= values["residual_abs"] <= 0.5 * 0.1 + 1e-9
