@@ -133,8 +133,11 @@ def read_residual_contract(path: str | Path, intra_op_num_threads: int = DEFAULT
 
 
 def is_residual_artifact(path: str | Path) -> bool:
-    """Whether ``path`` is an artifact whose contract says ``policy_kind: residual``."""
-    return read_contract(open_session(path), source=str(path)).policy_kind == "residual"
+    """Whether ``path`` is a residual over a diffusion base (this module's kind): ``policy_kind: residual``
+    with a ``residual`` graph. Quadrotor residual MLPs (graph ``policy``, a controller baseline named in
+    the contract) are not: ``PolicyRuntime`` runs those by itself."""
+    c = read_contract(open_session(path), source=str(path))
+    return c.policy_kind == "residual" and "residual" in c.graphs
 
 
 class ResidualRuntime:
