@@ -55,6 +55,17 @@ def test_policy_loop_flies_the_sim_core_to_the_setpoint_and_the_filter_lands_it_
     assert np.all(cmds[-10:, 0] <= 0.027 * 9.81 + 1e-6)
 
 
+def test_policy_loop_tracks_the_figure8_reference_through_the_shared_observation_builder(artifact):
+    from ros_nodes.quad_policy_node import QuadPolicyLoop
+    from ros_nodes.quad_sim_node import QuadSimCore
+    core = QuadSimCore(seed=3, dr=False, start_pos=(0.0, 0.0, 1.0))
+    loop = QuadPolicyLoop(artifact, reference="figure8", setpoint=(0.0, 0.0, 1.0))
+    _fly(core, loop, 0.0, 6.0)
+    e = np.array(loop.errors)
+    assert core.crashes == 0 and np.sqrt((e ** 2).mean()) < 0.15
+    assert max(loop.errors) < 0.3            # a moving reference (|x| up to 1 m) followed closely
+
+
 def test_sim_firmware_levels_then_stops_the_motors_when_commands_stop():
     from ros_nodes.quad_sim_node import FLYING, LEVELING, MOTORS_OFF, WAITING, QuadSimCore
     core = QuadSimCore(start_pos=(0, 0, 1.0))
