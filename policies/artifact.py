@@ -31,6 +31,13 @@ DENOISER_INPUTS = ("sample", "timestep", "obs_cond")
 MLP_KINDS = ("ppo", "residual", "mlp")
 
 
+def is_mlp_contract(contract: PolicyContract) -> bool:
+    """An MLP policy (graph ``policy``). A ``residual`` over a diffusion base (graph ``residual``,
+    ``policies.residual_runtime``) is not one."""
+    return contract.policy_kind in ("ppo", "mlp") or (contract.policy_kind == "residual"
+                                                       and "residual" not in contract.graphs)
+
+
 @dataclass
 class Artifact:
     path: Path
@@ -92,7 +99,7 @@ def read_contract(session, *, source: str) -> PolicyContract:
 
 def check_graph(session, contract: PolicyContract, *, source: str) -> None:
     """The graph's inputs and outputs must be the ones the contract describes."""
-    if contract.policy_kind in MLP_KINDS:
+    if is_mlp_contract(contract):
         _check_mlp_graph(session, contract, source=source)
         return
     if contract.policy_kind not in ("diffusion",):

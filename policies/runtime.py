@@ -47,7 +47,7 @@ import numpy as np
 from onboard.errors import OnboardError
 from onboard.spec.contract import PolicyContract
 from onboard.spec.normalize import normalize, unnormalize
-from policies.artifact import DEFAULT_INTRA_OP_THREADS, MLP_KINDS, load_artifact
+from policies.artifact import DEFAULT_INTRA_OP_THREADS, is_mlp_contract, load_artifact
 from policies.sampler import ddim_sample
 
 _TIMINGS_KEPT = 4096
@@ -70,14 +70,16 @@ class PolicyRuntime:
         self._dt_s = 1.0 / c.control_rate_hz
         self.temporal_ensemble = temporal_ensemble
         self.stats = {"chunks": 0, "commands": 0, "nonfinite_obs": 0, "holds": 0, "chunk_ms": deque(maxlen=_TIMINGS_KEPT)}
-        self.kind = "mlp" if c.policy_kind in MLP_KINDS else c.policy_kind
+        self.kind = "mlp" if is_mlp_contract(c) else c.policy_kind
         if self.kind == "mlp":
             self._init_mlp(num_envs)
             return
         if c.policy_kind != "diffusion":
+            fix = ("run it with policies.residual_runtime.ResidualRuntime (a residual over a diffusion base)"
+                   if c.policy_kind == "residual" else "export a diffusion, ppo or residual policy")
             raise OnboardError(f"this runtime runs diffusion and MLP (ppo/residual) policies; the artifact is "
-                               f"'{c.policy_kind}'", file=str(artifact), field="policy_kind",
-                               fix="export a diffusion, ppo or residual policy")
+                               f"'{c.policy_kind}' with graphs {sorted(c.graphs)}", file=str(artifact),
+                               field="policy_kind", fix=fix)
         s = c.sampler
         self.num_steps = int(num_steps if num_steps is not None else s.get("default_steps", 10))
         if not 1 <= self.num_steps <= int(s["train_timesteps"]):
