@@ -314,3 +314,24 @@ def test_walk_task_samples_velocity_commands_and_scores_gait_contacts():
     assert not stand.command.any() and stand.reward_scales["contact"] == 0.0
     _, r, *_ = env.step(np.zeros((4, 12)))
     assert np.all(np.isfinite(r))
+
+
+def test_training_stream_limits_match_the_deployed_safety_filter_command_for_command():
+    from onboard.paths import config_dir
+    from policies.humanoid_ppo import StreamLimits
+    from sim2real.safety_envelope import load_envelope
+    prof = load_robot("g1_12dof")
+    envl = load_envelope(prof, config_dir() / "safety" / "g1_12dof.yaml")
+    envl.ramp_in_s = 0.0
+    filt = SafetyFilter(prof, envl, dt_s=0.02)
+    lim = StreamLimits(2, 0.02)
+    q0 = np.asarray(prof.default_pose, float)
+    st = {"q": q0, "dq": np.zeros(12), "rpy": np.zeros(3)}
+    filt.reset(st, 0.0)
+    lim.reset([0, 1], [q0, q0])
+    rng = np.random.default_rng(0)
+    for k in range(1, 60):
+        cmd = q0 + rng.normal(0, 0.4, 12)
+        want = filt.filter(cmd, k * 0.02, st)
+        got = lim(np.stack([cmd, cmd]))
+        assert np.allclose(got[0], want, atol=1e-12) and np.allclose(got[1], want, atol=1e-12)
