@@ -390,12 +390,24 @@ def export_humanoid(checkpoint: str | Path, out: str | Path, *, safety=None, eva
 
 
 # ---------------------------------------------------------------- evaluation
-def torch_act_fn(res: HumanoidTrainResult):
-    """Deterministic torch policy (mean): obs (n, obs_dim) -> PD targets (n, 12) [rad]."""
-    def act(obs, env):
+def torch_act_fn(res: HumanoidTrainResult, num_envs: int | None = None):
+    """Deterministic torch policy (mean): obs (n, obs_dim) -> PD targets (n, 12) [rad], inside the same
+    joint-stream limits as in training when the run used them (``num_envs`` rows)."""
+    limited = res.config.stream_limits and num_envs is not None
+    state = {"filters": None, "limiter": StreamLimits(num_envs, 0.02) if limited else None}
+
+    def act(obs, env, reset_idx=None):
+        lim = state["limiter"]
+        if reset_idx is not None:
+            if lim is not None:
+                lim.reset(reset_idx, [env.robot_state(i)["q"] for i in reset_idx])
+            return None
         with torch.no_grad():
             mu = res.model.actor(torch.as_tensor(res.norm.actor(obs))).numpy()
-        return env.default_pose + ACTION_SCALE * np.clip(mu, -ACTION_CLIP, ACTION_CLIP)
+        target = env.default_pose + ACTION_SCALE * np.clip(mu, -ACTION_CLIP, ACTION_CLIP)
+        return target if lim is None else lim(target)
+    if limited:
+        act.state = state
     return act
 
 
@@ -466,7 +478,7 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
                     act_fn(obs, env, reset_idx=info["done_idx"])
             if got.all():
                 break
-        if hasattr(act_fn, "state") and act_fn.state["filters"]:
+        if hasattr(act_fn, "state") and act_fn.state.get("filters"):
             dampings += sum(int(fl.counts.get("attitude", 0) > 0) for fl in act_fn.state["filters"])
         fell += f.tolist()
         lin_err += le.tolist()
@@ -489,7 +501,8 @@ def evaluate_artifacts(prefix: str, *, task: str = "stand", episodes: int = 100,
     res, _ = load_checkpoint(f"{prefix}.pt")
     H = res.config.history
     out = {}
-    out["torch_mujoco_dr"] = evaluate(torch_act_fn(res), task=task, episodes=episodes, history=H)
+    out["torch_mujoco_dr"] = evaluate(torch_act_fn(res, min(50, episodes)), task=task, episodes=episodes,
+                                      history=H, num_envs=min(50, episodes))
     log(json.dumps({"torch_mujoco_dr": out["torch_mujoco_dr"]}))
     out["runtime_safety_mujoco_dr"] = evaluate(runtime_act_fn(f"{prefix}.onnx", min(50, episodes)), task=task,
                                                episodes=episodes, history=H, num_envs=min(50, episodes))
@@ -502,7 +515,7 @@ def evaluate_artifacts(prefix: str, *, task: str = "stand", episodes: int = 100,
         log(json.dumps({"runtime_safety_pybullet": out["runtime_safety_pybullet"]}))
     if task == "walk":
         for vx in (0.3, 0.5):
-            out[f"walk_vx_{vx}"] = evaluate(torch_act_fn(res), task=task, episodes=min(episodes, 50), history=H,
+            out[f"walk_vx_{vx}"] = evaluate(torch_act_fn(res, min(episodes, 50)), task=task, episodes=min(episodes, 50), history=H,
                                             command=np.array([vx, 0.0, 0.0]))
             log(json.dumps({f"walk_vx_{vx}": out[f"walk_vx_{vx}"]}))
     return out
