@@ -31,7 +31,6 @@ Imports rclpy, policies.runtime, sim2real.safety and ros_nodes.common/adapters.
 """
 from __future__ import annotations
 
-import math
 import sys
 import threading
 import time

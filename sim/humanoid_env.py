@@ -339,7 +339,6 @@ class HumanoidVecEnv:
         return c
 
     def _critic_obs(self, contact=None) -> np.ndarray:
-        n = self.num_envs
         quat = self.qpos[:, 3:7]
         v_body = quat_rotate_inverse(quat, self.qvel[:, 0:3])
         contact = self.foot_contact() if contact is None else contact

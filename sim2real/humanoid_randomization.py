@@ -24,18 +24,15 @@ Imports numpy and onboard (config loader). Never imports policies.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from onboard.config import load_yaml
-from onboard.errors import ConfigError
 from onboard.paths import config_dir
+from sim2real.randomization import DRConfig, load_dr_sections
 
-# section -> {key: "range" ([low, high], may be negative) | "scale" ([low, high] > 0) | "std" (float >= 0)
-#             | "nonneg" ([low, high] >= 0)}
+# section -> {key: kind}; kinds as sim2real.randomization.RANGE_KINDS ("std" under pushes: one number >= 0).
 SCHEMA = {
     "physics": {"friction": "nonneg", "added_base_mass_kg": "range", "com_offset_m": "range",
                 "link_mass_scale": "scale"},
@@ -47,60 +44,16 @@ SCHEMA = {
 }
 
 
-@dataclass
-class HumanoidDRConfig:
-    """Validated ranges: ``sections[section][key]`` is (low, high) or a std."""
-    sections: dict
-    path: str | None = None
-
-    def get(self, section: str, key: str, default=None):
-        return self.sections.get(section, {}).get(key, default)
+HumanoidDRConfig = DRConfig   # one validated-config type for every robot
 
 
 def default_humanoid_dr_path(task: str, robot: str = "g1_12dof") -> Path:
     return config_dir() / "randomization" / f"{robot}_{task}.yaml"
 
 
-def load_humanoid_dr_config(path=None, *, task: str = "stand", robot: str = "g1_12dof") -> HumanoidDRConfig:
+def load_humanoid_dr_config(path=None, *, task: str = "stand", robot: str = "g1_12dof") -> DRConfig:
     """Read and validate a humanoid DR YAML; every error names the file and the field."""
-    path = Path(path) if path is not None else default_humanoid_dr_path(task, robot)
-    doc = load_yaml(path, "randomization config")
-    sections = {}
-    for sec, body in doc.items():
-        if sec not in SCHEMA:
-            raise ConfigError(f"unknown section '{sec}'", file=str(path), field=sec,
-                              fix=f"use sections from {sorted(SCHEMA)}")
-        if not isinstance(body, dict):
-            raise ConfigError(f"expected a mapping, got {type(body).__name__}", file=str(path), field=sec,
-                              fix="write 'key: value' lines under the section")
-        out = {}
-        for key, value in body.items():
-            name = f"{sec}.{key}"
-            kind = SCHEMA[sec].get(key)
-            if kind is None:
-                raise ConfigError(f"unknown key '{key}'", file=str(path), field=name,
-                                  fix=f"use keys from {sorted(SCHEMA[sec])}")
-            if kind == "std":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                        or value < 0:
-                    raise ConfigError(f"{value!r} is not a non-negative number", file=str(path), field=name,
-                                      fix="give a standard deviation >= 0")
-                out[key] = float(value)
-                continue
-            if (not isinstance(value, list) or len(value) != 2
-                    or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in value)):
-                raise ConfigError(f"expected [low, high], got {value!r}", file=str(path), field=name,
-                                  fix="write two numbers, e.g. [0.9, 1.1]")
-            lo, hi = float(value[0]), float(value[1])
-            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-                raise ConfigError(f"low {lo} is above high {hi} (or not finite)", file=str(path), field=name,
-                                  fix="write [low, high] with low <= high")
-            if (kind == "scale" and lo <= 0) or (kind == "nonneg" and lo < 0):
-                raise ConfigError(f"{lo} is not allowed here", file=str(path), field=name,
-                                  fix="scales and intervals must be > 0; friction, delays, speeds >= 0")
-            out[key] = (lo, hi)
-        sections[sec] = out
-    return HumanoidDRConfig(sections=sections, path=str(path))
+    return load_dr_sections(Path(path) if path is not None else default_humanoid_dr_path(task, robot), SCHEMA)
 
 
 @dataclass

@@ -33,77 +33,29 @@ from pathlib import Path
 
 import numpy as np
 
-from onboard.config import load_yaml
-from onboard.errors import ConfigError
 from onboard.paths import config_dir
+from sim2real.randomization import DRConfig, load_dr_sections
 
-# section -> {key: "range" ([low, high]) | "std" (one float >= 0)}
+# section -> {key: kind}; kinds as sim2real.randomization.RANGE_KINDS.
 SCHEMA = {
-    "physics": {"mass_scale": "range", "inertia_scale": "range", "kf_scale": "range", "km_scale": "range",
-                "motor_tau_s": "range", "thrust_to_weight_scale": "range"},
-    "latency": {"action_delay_ms": "range", "obs_delay_ms": "range"},
+    "physics": {"mass_scale": "scale", "inertia_scale": "scale", "kf_scale": "scale", "km_scale": "scale",
+                "motor_tau_s": "scale", "thrust_to_weight_scale": "scale"},
+    "latency": {"action_delay_ms": "nonneg", "obs_delay_ms": "nonneg"},
     "imu": {"gyro_noise_std_rad_s": "std", "gyro_bias_std_rad_s": "std"},
     "odometry": {"pos_noise_std_m": "std", "vel_noise_std_m_s": "std", "att_noise_std_rad": "std"},
-    "wind": {"mean_speed_m_s": "range", "gust_std_m_s": "range", "gust_tau_s": "range"},
+    "wind": {"mean_speed_m_s": "nonneg", "gust_std_m_s": "nonneg", "gust_tau_s": "scale"},
 }
-POSITIVE = {"mass_scale", "inertia_scale", "kf_scale", "km_scale", "motor_tau_s", "thrust_to_weight_scale",
-            "gust_tau_s"}
 
-
-@dataclass
-class QuadDRConfig:
-    """Validated ranges: ``sections[section][key]`` is (low, high) or a std."""
-    sections: dict
-    path: str | None = None
-
-    def get(self, section: str, key: str, default=None):
-        return self.sections.get(section, {}).get(key, default)
+QuadDRConfig = DRConfig   # one validated-config type for every robot
 
 
 def default_quad_dr_path(task: str, robot: str = "crazyflie2x") -> Path:
     return config_dir() / "randomization" / f"{robot}_{task}.yaml"
 
 
-def load_quad_dr_config(path=None, *, task: str = "track", robot: str = "crazyflie2x") -> QuadDRConfig:
+def load_quad_dr_config(path=None, *, task: str = "track", robot: str = "crazyflie2x") -> DRConfig:
     """Read and validate a quadrotor DR YAML; every error names the file and the field."""
-    path = Path(path) if path is not None else default_quad_dr_path(task, robot)
-    doc = load_yaml(path, "randomization config")
-    sections = {}
-    for sec, body in doc.items():
-        if sec not in SCHEMA:
-            raise ConfigError(f"unknown section '{sec}'", file=str(path), field=sec,
-                              fix=f"use sections from {sorted(SCHEMA)}")
-        if not isinstance(body, dict):
-            raise ConfigError(f"expected a mapping, got {type(body).__name__}", file=str(path), field=sec,
-                              fix="write 'key: value' lines under the section")
-        out = {}
-        for key, value in body.items():
-            name = f"{sec}.{key}"
-            kind = SCHEMA[sec].get(key)
-            if kind is None:
-                raise ConfigError(f"unknown key '{key}'", file=str(path), field=name,
-                                  fix=f"use keys from {sorted(SCHEMA[sec])}")
-            if kind == "std":
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                        or value < 0:
-                    raise ConfigError(f"{value!r} is not a non-negative number", file=str(path), field=name,
-                                      fix="give a standard deviation >= 0")
-                out[key] = float(value)
-                continue
-            if (not isinstance(value, list) or len(value) != 2
-                    or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in value)):
-                raise ConfigError(f"expected [low, high], got {value!r}", file=str(path), field=name,
-                                  fix="write two numbers, e.g. [0.9, 1.1]")
-            lo, hi = float(value[0]), float(value[1])
-            if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
-                raise ConfigError(f"low {lo} is above high {hi} (or not finite)", file=str(path), field=name,
-                                  fix="write [low, high] with low <= high")
-            if lo < 0 or (key in POSITIVE and lo <= 0):
-                raise ConfigError(f"{lo} is not allowed here", file=str(path), field=name,
-                                  fix="scales, time constants must be > 0; delays, speeds and stds >= 0")
-            out[key] = (lo, hi)
-        sections[sec] = out
-    return QuadDRConfig(sections=sections, path=str(path))
+    return load_dr_sections(Path(path) if path is not None else default_quad_dr_path(task, robot), SCHEMA)
 
 
 @dataclass

@@ -21,21 +21,20 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from onboard.config import field, load_yaml
+from onboard.config import load_yaml
 from onboard.errors import ConfigError
 from onboard.paths import config_dir
 
-# section -> {key: kind}; kind "range" = [low, high] floats, "int_range" = [low, high] ints,
-# "std" = one non-negative float.
+# section -> {key: kind}; the kinds are RANGE_KINDS (below).
 SCHEMA = {
-    "object": {"mass_scale": "range", "friction": "range", "size_scale": "range"},
-    "joints": {"damping_scale": "range", "armature_scale": "range", "frictionloss": "range"},
-    "actuator": {"kp_scale": "range"},
+    "object": {"mass_scale": "nonneg", "friction": "nonneg", "size_scale": "nonneg"},
+    "joints": {"damping_scale": "nonneg", "armature_scale": "nonneg", "frictionloss": "nonneg"},
+    "actuator": {"kp_scale": "nonneg"},
     "latency": {"action_delay_steps": "int_range"},
     "observation_noise": {"joint_pos": "std", "joint_vel": "std", "gripper_width": "std",
                           "ee_pos": "std", "object_pos": "std"},
     "camera": {"pos_jitter_m": "std", "rot_jitter_rad": "std"},
-    "lighting": {"diffuse_scale": "range"},
+    "lighting": {"diffuse_scale": "nonneg"},
     "colors": {"rgba_jitter": "std"},
 }
 
@@ -54,50 +53,66 @@ def default_dr_path(robot: str, task: str) -> Path:
     return config_dir() / "randomization" / f"{robot}_{task}.yaml"
 
 
-def load_dr_config(path=None, *, robot: str = "franka_panda", task: str = "push") -> DRConfig:
-    """Read and validate a DR YAML; every error names the file and the field."""
-    path = Path(path) if path is not None else default_dr_path(robot, task)
-    doc = load_yaml(path, "randomization config")
+RANGE_KINDS = {
+    "std": "one number >= 0 (a Gaussian std)",
+    "range": "[low, high], any sign",
+    "nonneg": "[low, high] with low >= 0 (friction, delays, speeds, scales that may reach 0)",
+    "scale": "[low, high] with low > 0 (multiplicative scales, time constants, intervals)",
+    "int_range": "[low, high] whole numbers >= 0 (control steps)",
+}
+
+
+def load_dr_sections(path, schema: dict, *, what: str = "randomization config") -> DRConfig:
+    """The one DR-YAML validator for every robot: ``schema[section][key]`` is a kind of ``RANGE_KINDS``.
+
+    Every error names the file and the ``section.key`` field and says how to fix it.
+    """
+    path = Path(path)
+    doc = load_yaml(path, what)
     sections = {}
     for sec, body in doc.items():
-        if sec not in SCHEMA:
+        if sec not in schema:
             raise ConfigError(f"unknown section '{sec}'", file=str(path), field=sec,
-                              fix=f"use sections from {sorted(SCHEMA)}")
+                              fix=f"use sections from {sorted(schema)}")
         if not isinstance(body, dict):
             raise ConfigError(f"expected a mapping, got {type(body).__name__}", file=str(path),
                               field=sec, fix="write 'key: value' lines under the section")
         out = {}
         for key, value in body.items():
-            kind = SCHEMA[sec].get(key)
+            kind = schema[sec].get(key)
             name = f"{sec}.{key}"
             if kind is None:
                 raise ConfigError(f"unknown key '{key}'", file=str(path), field=name,
-                                  fix=f"use keys from {sorted(SCHEMA[sec])}")
+                                  fix=f"use keys from {sorted(schema[sec])}")
             if kind == "std":
-                v = field(body, key, file=path, kind=float, prefix=f"{sec}.")
-                if not math.isfinite(v) or v < 0:
-                    raise ConfigError(f"{v} is not a non-negative number", file=str(path), field=name,
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                        or value < 0:
+                    raise ConfigError(f"{value!r} is not a non-negative number", file=str(path), field=name,
                                       fix="give a standard deviation >= 0")
-                out[key] = v
+                out[key] = float(value)
                 continue
             if (not isinstance(value, list) or len(value) != 2
                     or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in value)):
                 raise ConfigError(f"expected [low, high], got {value!r}", file=str(path), field=name,
                                   fix="write two numbers, e.g. [0.8, 1.2]")
             lo, hi = value
-            if kind == "int_range" and not (float(lo).is_integer() and float(hi).is_integer()
-                                              and lo >= 0):
-                raise ConfigError(f"expected whole non-negative control steps, got {value!r}",
-                                  file=str(path), field=name, fix="write e.g. [0, 2]")
             if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
                 raise ConfigError(f"low {lo} is above high {hi} (or not finite)", file=str(path),
                                   field=name, fix="write [low, high] with low <= high")
-            if kind == "range" and (key.endswith("_scale") or key in ("friction", "frictionloss")) and lo < 0:
-                raise ConfigError(f"negative value {lo}", file=str(path), field=name,
-                                  fix="scales and friction must be >= 0")
+            if kind == "int_range" and not (float(lo).is_integer() and float(hi).is_integer() and lo >= 0):
+                raise ConfigError(f"expected whole non-negative control steps, got {value!r}",
+                                  file=str(path), field=name, fix="write e.g. [0, 2]")
+            if (kind == "scale" and lo <= 0) or (kind in ("nonneg", "int_range") and lo < 0):
+                raise ConfigError(f"low {lo} is not allowed for a '{kind}' range", file=str(path), field=name,
+                                  fix=f"write {RANGE_KINDS[kind]}")
             out[key] = (int(lo), int(hi)) if kind == "int_range" else (float(lo), float(hi))
         sections[sec] = out
     return DRConfig(sections=sections, path=str(path))
+
+
+def load_dr_config(path=None, *, robot: str = "franka_panda", task: str = "push") -> DRConfig:
+    """Read and validate an arm DR YAML; every error names the file and the field."""
+    return load_dr_sections(Path(path) if path is not None else default_dr_path(robot, task), SCHEMA)
 
 
 # ------------------------------------------------------------------ randomizers

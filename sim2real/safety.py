@@ -617,7 +617,6 @@ class SafetyFilter:
 
     def _check_chunk_rates(self, chunk, t):
         ch = self.env.chunk
-        lim = self.limits
         q0 = self._measured_q() if self._state is not None else self._hist[0]
         first = np.abs(chunk[0] - q0)
         max_first = np.r_[self.env.chunk_max_first_step, np.inf][: self.action_dim] if self.kind == "arm" \
@@ -721,7 +720,6 @@ class SafetyFilter:
         return np.clip(np.r_[thrust, self._level_rates(rpy)], self._u_lo, self._u_hi)
 
     def _filter_quad(self, cmd, t):
-        e = self.env
         if self._mode in (LAND, ESTOP):
             return self._land_command()
         if self._mode == HOLD or cmd is None:
