@@ -47,6 +47,8 @@ ONBOARD_EXECUTABLES = {
     "recorder_node": "ros_nodes.recorder_node",
     "quad_sim_node": "ros_nodes.quad_sim_node",
     "quad_policy_node": "ros_nodes.quad_policy_node",
+    "humanoid_sim_node": "ros_nodes.humanoid_sim_node",
+    "humanoid_policy_node": "ros_nodes.humanoid_policy_node",
     "px4_adapter": "ros_nodes.adapters.px4",
     "crazyswarm2_adapter": "ros_nodes.adapters.crazyswarm2",
 }
