@@ -185,19 +185,24 @@ class LoopTimer:
         self.last_t: float | None = None
         self.period_err_ms: deque = deque(maxlen=keep)
         self.latency_ms: deque = deque(maxlen=keep)
+        self.tick_ms: deque = deque(maxlen=keep)
 
     def tick(self, t: float) -> None:
         if self.last_t is not None:
             self.period_err_ms.append(abs(t - self.last_t - self.period_s) * 1e3)
         self.last_t = t
 
-    def published(self, state_receive_t: float | None, t_out: float) -> None:
+    def published(self, state_receive_t: float | None, t_out: float, t_in: float | None = None) -> None:
+        """``t_out``: publish returned; ``state_receive_t``: the newest state's arrival; ``t_in``: tick entry."""
         if state_receive_t is not None:
             self.latency_ms.append((t_out - state_receive_t) * 1e3)
+        if t_in is not None:
+            self.tick_ms.append((t_out - t_in) * 1e3)
 
     def values(self) -> dict:
         out = {}
-        for name, d in (("period_error_ms", self.period_err_ms), ("state_to_cmd_ms", self.latency_ms)):
+        for name, d in (("period_error_ms", self.period_err_ms), ("state_to_cmd_ms", self.latency_ms),
+                        ("tick_ms", self.tick_ms)):
             if d:
                 a = np.asarray(d)
                 out[f"{name}_p50"], out[f"{name}_p99"] = float(np.percentile(a, 50)), float(np.percentile(a, 99))
@@ -264,7 +269,7 @@ def main(argv=None) -> int:
             if cmd is not None:
                 pub.publish(joint_cmd_array(cmd.q_target, cmd.kp, cmd.kd))
                 loop.published += 1
-                timer.published(loop.js_receive_t, now())
+                timer.published(loop.js_receive_t, now(), t)
 
         def on_diag():
             level, message, values = loop.diagnostics()

@@ -229,3 +229,14 @@ def test_launch_ramps_the_g1_to_active_over_dds_and_damps_when_the_sim_dies(arti
     text = "".join(lines)
     started = [int(p) for p in re.findall(r"started \[\w+\] pid (\d+)", text)]
     assert len(started) == 2 and not [p for p in started if group_alive(p)], "orphaned processes after shutdown"
+
+
+def test_loop_timer_reports_period_error_and_state_to_command_latency_percentiles():
+    from ros_nodes.humanoid_policy_node import LoopTimer
+    lt = LoopTimer(0.002)
+    for k, t in enumerate([0.0, 0.002, 0.0045, 0.006]):
+        lt.tick(t)
+        lt.published(t - 0.0005, t + 0.0001, t)
+    v = lt.values()
+    assert v["period_error_ms_p50"] == pytest.approx(0.5) and v["period_error_ms_p99"] == pytest.approx(0.5, abs=0.02)
+    assert v["state_to_cmd_ms_p99"] == pytest.approx(0.6) and v["tick_ms_p50"] == pytest.approx(0.1)
