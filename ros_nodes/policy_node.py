@@ -9,7 +9,17 @@ at start-up with the error instead.
 Inputs: ``/joint_states`` (sensor_msgs/JointState, mapped by joint name; every
 message passes ``ros_nodes.common.StateGate``), ``/task_state`` (labeled
 Float64MultiArray, see sim_node) for the observation keys not measured by the
-arm, and ``<camera_topic>/image_raw`` when the contract has image keys.
+arm, and ``<camera_topic>/image_raw`` when the contract has one image key
+(``<camera_topic>/<camera>/image_raw`` per camera when it has several).
+
+VLA artifacts (``policy_kind: vla``, run by ``policies.vla.runtime.VLARuntime``)
+also take ``~/instruction`` (std_msgs/String; the ``instruction`` parameter
+sets the first one). A valid instruction is tokenized and encoded once and
+takes effect at the next action chunk; ``~/active_instruction`` (latched)
+echoes it when it does. An empty or unknown-vocabulary instruction is
+reported (log, /diagnostics) and puts the arm in a safe hold: the filter
+holds the last command (or the measured position) until a valid instruction
+arrives. With no instruction yet, the node holds in the same way.
 
 Loop: a timer at the contract's control rate on an EventsExecutor (or
 SingleThreadedExecutor; never MultiThreadedExecutor). Inference runs on a
@@ -42,6 +52,26 @@ import numpy as np
 from ros_nodes.common import StateGate
 
 WAITING, RUNNING, STALE, NO_POLICY = "waiting_for_state", "running", "stale", "no_policy"
+HOLD_INSTRUCTION = "hold_instruction"     # VLA: no valid instruction, the arm holds
+
+
+def is_vla_artifact(path) -> bool:
+    """Whether ``path`` is a VLA entry graph, read from its metadata only (the weights stay on disk)."""
+    import onnx
+
+    from onboard.spec import CONTRACT_KEY
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not a readable ONNX file: the runtime reports it properly
+        return False
+    for prop in model.metadata_props:
+        if prop.key == CONTRACT_KEY:
+            import json
+            try:
+                return json.loads(prop.value).get("policy_kind") == "vla"
+            except (ValueError, AttributeError):
+                return False
+    return False
 
 
 def _p(values, q):
@@ -79,6 +109,11 @@ class PolicyLoop:
         self.state_timeout_s = state_timeout_s
         self._started = False
         self._lock = threading.Lock()
+        self.vla = False
+        self.instruction = ""              # the last VALID instruction handed to the runtime
+        self.instruction_error = ""        # why the last instruction was refused ("" = none)
+        self.instructions_rejected = 0
+        self.active_instruction = ""       # the instruction the current chunk was planned with
         self.max_residual_share = float(max_residual_share)   # residual artifacts: runtime cap (0..1 of its bound)
         try:
             self._load(artifact, safety_config, num_steps, seed)
@@ -97,7 +132,11 @@ class PolicyLoop:
                                fix="pass the path of an exported policy.onnx")
         # the runtime checks the contract against the profile (robot name, joints, actions)
         from policies.residual_runtime import ResidualRuntime, is_residual_artifact
-        if is_residual_artifact(artifact):      # frozen diffusion base + bounded residual (policies.residual_runtime)
+        if is_vla_artifact(artifact):           # text / observation / action-head graphs (policies.vla.runtime)
+            from policies.vla.runtime import VLARuntime
+            probe = VLARuntime(artifact, robot=self.profile, num_steps=num_steps or None)
+            self.vla = True
+        elif is_residual_artifact(artifact):      # frozen diffusion base + bounded residual (policies.residual_runtime)
             probe = ResidualRuntime(None, artifact, robot=self.profile, num_steps=num_steps or None, seed=seed,
                                     max_residual_share=self.max_residual_share)
         else:
@@ -154,6 +193,31 @@ class PolicyLoop:
                 return None
         return obs
 
+    def set_instruction(self, text: str) -> tuple[bool, str]:
+        """VLA: a new instruction. Valid -> used from the next chunk; invalid -> safe hold. (ok, message)."""
+        if not self.ok or not self.vla:
+            return False, "this policy takes no instruction"
+        from onboard.errors import OnboardError
+        with self._lock:
+            try:
+                self.rt.set_instruction(text)
+            except OnboardError as exc:
+                self.instruction_error = str(exc)
+                self.instructions_rejected += 1
+                return False, self.instruction_error
+            self.instruction = text
+            self.instruction_error = ""
+            return True, f"instruction accepted: {text!r} (takes effect at the next chunk)"
+
+    def _instruction_hold(self, state, t: float):
+        """The safe hold of a VLA without a valid instruction: the last command, else the measured pose."""
+        self.status = HOLD_INSTRUCTION
+        last = getattr(self.rt, "_last_cmd", None)
+        hold = np.asarray(last if last is not None else state["q"], dtype=float)
+        cmd = self.safety.filter(hold, t)
+        self._started = False                 # a later valid instruction starts afresh from the measured state
+        return cmd, cmd[None, :]
+
     # ---- the control tick ---------------------------------------------------------------
     def tick(self, t: float, now_wall: float | None = None):
         """One control period at time ``t`` (the node clock, same clock as the state receive times)."""
@@ -174,11 +238,13 @@ class PolicyLoop:
                 cmd = self.safety.filter(None, t)
                 return cmd, cmd[None, :]
             self.safety.update_state(state, self.gate.last_receive_s)
+            if self.vla and (self.instruction_error or not self.instruction):
+                return self._instruction_hold(state, t)
             obs = self.observation()
             if obs is None:
                 self.status = WAITING
                 return None
-            if not self._started or self.status == STALE:
+            if not self._started or self.status in (STALE, HOLD_INSTRUCTION):
                 self.rt.reset(state, t)      # (re)start: ramp in from the measured state
                 self._started = True
             self.status = RUNNING
@@ -190,6 +256,8 @@ class PolicyLoop:
                 self.gate.last_error = f"observation refused by the runtime: {exc}"
                 return None
             self.compute_ms.append((time.perf_counter() - t0) * 1e3)
+            if self.vla:
+                self.active_instruction = getattr(self.rt, "active_instruction", self.instruction)
             upcoming = self.rt.planned() if hasattr(self.rt, "planned") else []
             chunk = np.vstack([cmd] + upcoming) if upcoming else cmd[None, :]
             if not np.all(np.isfinite(cmd)):
@@ -222,10 +290,19 @@ class PolicyLoop:
         for check, n in sorted(s["counts"].items()):
             values[f"interventions.{check}"] = n
         values["stale_ticks"] = self.stale_ticks
+        if self.vla:
+            values["instruction"] = self.instruction or "none"
+            values["active_instruction"] = self.active_instruction or "none"
+            values["instructions_rejected"] = self.instructions_rejected
+            if self.instruction_error:
+                values["instruction_error"] = self.instruction_error
         if hasattr(self.rt, "last_residual_magnitude"):    # residual artifacts: last |correction| (normalized)
             values["residual_abs"] = float(self.rt.last_residual_magnitude)
         if self.status == STALE:
             return "stale", f"stale /joint_states ({g.age_s(t):.2f} s old): holding", values
+        if self.status == HOLD_INSTRUCTION:
+            why = self.instruction_error or "no instruction yet (publish std_msgs/String on ~/instruction)"
+            return "warn", f"holding: {why}", values
         if self.status == WAITING:
             return "warn", "waiting for /joint_states and /task_state", values
         if g.rate_excess:
@@ -241,12 +318,12 @@ def _make_node(loop_kwargs: dict, strict: bool):
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.node import Node
     from sensor_msgs.msg import Image, JointState
-    from std_msgs.msg import Float64MultiArray
+    from std_msgs.msg import Float64MultiArray, String
     from trajectory_msgs.msg import JointTrajectory
 
     from ros_nodes.adapters import ros2_control as rc
     from ros_nodes.common import (TASK_STATE_TOPIC, StateError, command_qos, diagnostic_status, image_to_array,
-                                  read_labeled_array, sensor_qos, stamp_to_s)
+                                  latched_qos, read_labeled_array, sensor_qos, stamp_to_s)
 
     class PolicyNode(Node):
         def __init__(self):
@@ -268,6 +345,7 @@ def _make_node(loop_kwargs: dict, strict: bool):
             state_hz = float(p("expected_state_rate_hz", 0.0).value)
             diag_hz = float(p("diagnostics_rate_hz", 2.0).value)
             camera_topic = p("camera_topic", "/camera").value.rstrip("/")
+            first_instruction = p("instruction", "").value
             self.strict = bool(p("strict", False).value) or strict
             if self.interface not in ("forward_position", "joint_trajectory"):
                 from onboard.errors import OnboardError
@@ -287,8 +365,21 @@ def _make_node(loop_kwargs: dict, strict: bool):
             self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
             self.create_subscription(JointState, "/joint_states", self.on_joint_states, sensor_qos())
             self.create_subscription(Float64MultiArray, TASK_STATE_TOPIC, self.on_task_state, sensor_qos())
-            if self.loop.ok and self.loop.image_keys:
-                self.create_subscription(Image, f"{camera_topic}/image_raw", self.on_image, sensor_qos(2))
+            keys = self.loop.image_keys if self.loop.ok else []
+            if len(keys) == 1:
+                self.create_subscription(Image, f"{camera_topic}/image_raw",
+                                         lambda m: self.on_image(m, keys), sensor_qos(2))
+            for key in keys if len(keys) > 1 else []:      # one topic per camera: <camera_topic>/<cam>/image_raw
+                cam = key.split(".", 1)[-1]
+                self.create_subscription(Image, f"{camera_topic}/{cam}/image_raw",
+                                         lambda m, k=key: self.on_image(m, [k]), sensor_qos(2))
+            self.pub_active = None
+            if self.loop.ok and self.loop.vla:
+                self.pub_active = self.create_publisher(String, "~/active_instruction", latched_qos())
+                self.create_subscription(String, "~/instruction", self.on_instruction, command_qos())
+                self._echoed = ""
+                if first_instruction:
+                    self.on_instruction(String(data=first_instruction))
             self.dt = 1.0 / self.loop.control_rate_hz
             self.latency_ms: deque = deque(maxlen=200)
             self.overruns = 0
@@ -324,13 +415,20 @@ def _make_node(loop_kwargs: dict, strict: bool):
                 self.loop.gate.rejected["task_state"] = self.loop.gate.rejected.get("task_state", 0) + 1
                 self.loop.gate.last_error = str(exc)
 
-        def on_image(self, msg) -> None:
+        def on_instruction(self, msg) -> None:
+            ok, message = self.loop.set_instruction(msg.data)
+            if ok:
+                self.get_logger().info(message)
+            else:
+                self.get_logger().error(f"instruction refused, holding: {message}")
+
+        def on_image(self, msg, keys) -> None:
             import cv2
             try:
                 img = image_to_array(msg)
             except StateError:
                 return
-            for key in self.loop.image_keys:
+            for key in keys:
                 shape = next(k["shape"] for k in self.loop.contract.observation["keys"] if k["name"] == key)
                 self.loop.images[key] = cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
@@ -383,6 +481,9 @@ def _make_node(loop_kwargs: dict, strict: bool):
             if len(cmd) > n:
                 self.pub_grip.publish(rc.gripper_command(cmd[n]))
             self.loop.published += 1
+            if self.pub_active is not None and self.loop.active_instruction != self._echoed:
+                self._echoed = self.loop.active_instruction
+                self.pub_active.publish(String(data=self._echoed))
             self.latency_ms.append((time.perf_counter() - t0) * 1e3)
 
         def publish_diagnostics(self) -> None:

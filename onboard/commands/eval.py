@@ -35,10 +35,39 @@ def add_arguments(p):
     r.add_argument("--base", default=None, help="base artifact (default: the one the residual's contract names)")
     r.add_argument("--max-residual-share", type=float, default=1.0,
                    help="runtime cap on the residual, as a share of its trained bound (0..1; default 1)")
+    v = p.add_argument_group("vla artifacts (language-conditioned)")
+    v.add_argument("--split", default="seen,paraphrase,unseen_combo",
+                   help="comma list of evaluation splits: seen | paraphrase | unseen_combo (default: all three)")
     q = p.add_argument_group("quadrotor")
     q.add_argument("--safety", default=None, help="safety envelope YAML (default: the one the contract records)")
     q.add_argument("--plant", default="mujoco", choices=["mujoco", "pybullet"], help="simulator (default mujoco)")
     q.add_argument("--no-baseline", action="store_true", help="skip the geometric baseline on the same draws")
+
+
+def _contract(path):
+    from policies.artifact import open_session, read_contract
+    return read_contract(open_session(path), source=str(path))
+
+
+def _is_vla(args) -> bool:
+    return _contract(args.artifact).policy_kind == "vla"
+
+
+def _run_vla(args) -> int:
+    from onboard.vla_evaluation import evaluate_vla, print_report
+
+    splits = tuple(s.strip() for s in args.split.split(",") if s.strip())
+    out = Path(args.out) if args.out else Path(args.artifact).resolve().parent / "eval"
+    steps = int(args.num_steps) if args.num_steps and str(args.num_steps).isdigit() else None
+    if args.num_steps and steps is None:
+        from onboard.errors import OnboardError
+        raise OnboardError(f"'{args.num_steps}' is not one integer", field="--num-steps",
+                           fix="a VLA is evaluated at one flow step count, e.g. --num-steps 10")
+    report = evaluate_vla(args.artifact, splits=splits, episodes=args.episodes,
+                          seed=1000 if args.seed is None else args.seed, dr=not args.no_dr, num_steps=steps,
+                          safety=not args.no_safety, video_episodes=args.videos, out_dir=out)
+    print_report(report)
+    return 0
 
 
 def _is_quadrotor(args) -> bool:
@@ -47,9 +76,7 @@ def _is_quadrotor(args) -> bool:
     from onboard.spec import load_robot
     if args.robot:
         return load_robot(args.robot).kind == "quadrotor"
-    from policies.artifact import open_session, read_contract
-    c = read_contract(open_session(args.artifact), source=str(args.artifact))
-    return load_robot(c.robot["name"]).kind == "quadrotor"
+    return load_robot(_contract(args.artifact).robot["name"]).kind == "quadrotor"
 
 
 def run(args) -> int:
@@ -59,6 +86,8 @@ def run(args) -> int:
         raise OnboardError("must be at least 1", field="--episodes", fix="pass --episodes N with N >= 1")
     if _is_quadrotor(args):
         return _run_quadrotor(args)
+    if _is_vla(args):
+        return _run_vla(args)
     args.task = args.task or "push"
     args.seed = 1000 if args.seed is None else args.seed
     from onboard.evaluation import EvalConfig, evaluate, plot_success
