@@ -291,3 +291,37 @@ def spin_until_shutdown(executor, node=None) -> None:
             executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+
+
+def run_node(label: str, make_node, argv=None, on_close=None) -> int:
+    """A node's ``main()``: init, build with ``make_node()``, spin on ``node.executor_kind``, shut down.
+
+    A configuration error (``OnboardError``, or ``SystemExit`` raised by a node
+    that refuses to start) prints ``<label>: error: ...`` and returns 2; Ctrl-C
+    returns 0. ``on_close(node)`` runs before the node is destroyed (flush files,
+    print a summary).
+    """
+    import sys
+
+    import rclpy
+
+    from onboard.errors import OnboardError
+    rclpy.init(args=list(sys.argv if argv is None else argv))
+    node = None
+    try:
+        node = make_node()
+        ex = make_executor(getattr(node, "executor_kind", "events"))
+        ex.add_node(node)
+        spin_until_shutdown(ex, node)
+    except (OnboardError, SystemExit) as exc:
+        print(f"{label}: error: {exc.code if isinstance(exc, SystemExit) else exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if node is not None:
+            if on_close is not None:
+                on_close(node)
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -505,35 +505,13 @@ def _make_node(loop_kwargs: dict, strict: bool):
 
 
 def main(argv=None) -> int:
-    import rclpy
     from rclpy.utilities import remove_ros_args
 
-    from onboard.errors import OnboardError
-    from ros_nodes.common import make_executor, spin_until_shutdown
+    from ros_nodes.common import run_node
 
     argv = list(sys.argv if argv is None else argv)
-    plain = remove_ros_args(argv)[1:]
-    strict = "--strict" in plain
-    rclpy.init(args=argv)
-    node = None
-    try:
-        node = _make_node({}, strict)
-        ex = make_executor(node.executor_kind)
-        ex.add_node(node)
-        spin_until_shutdown(ex, node)
-    except SystemExit as exc:
-        print(f"policy_node: error: {exc.code}", file=sys.stderr)
-        return 2
-    except OnboardError as exc:
-        print(f"policy_node: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    strict = "--strict" in remove_ros_args(argv)[1:]
+    return run_node("policy_node", lambda: _make_node({}, strict), argv)
 
 
 if __name__ == "__main__":

@@ -317,30 +317,12 @@ def _make_node():
 
 
 def main(argv=None) -> int:
-    import rclpy
+    from ros_nodes.common import run_node
 
-    from onboard.errors import OnboardError
-    from ros_nodes.common import make_executor, spin_until_shutdown
-
-    rclpy.init(args=list(sys.argv if argv is None else argv))
-    node = None
-    try:
-        node = _make_node()
-        ex = make_executor(node.executor_kind)
-        ex.add_node(node)
-        spin_until_shutdown(ex, node)
-    except OnboardError as exc:
-        print(f"recorder_node: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.close()      # discard the open episode, finish the stopped ones, write meta
-            print(f"recorder_node: {node.saved} episodes in {node.output}", file=sys.stderr)
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    def finish(node):
+        node.close()      # discard the open episode, finish the stopped ones, write meta
+        print(f"recorder_node: {node.saved} episodes in {node.output}", file=sys.stderr)
+    return run_node("recorder_node", _make_node, argv, on_close=finish)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco  # noqa: E402
-import rclpy  # noqa: E402
 from rclpy.clock import Clock, ClockType  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
@@ -50,8 +49,7 @@ from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from ros_nodes.adapters.ros2_control import reorder, sample_trajectory, trajectory_arrays  # noqa: E402
 from ros_nodes.common import (TASK_STATE_TOPIC, array_to_image, camera_info, command_qos,  # noqa: E402
-                              labeled_array, latched_qos, make_executor, s_to_stamp, sensor_qos,
-                              spin_until_shutdown, stamp_to_s)
+                              labeled_array, latched_qos, run_node, s_to_stamp, sensor_qos, stamp_to_s)
 
 MAX_CATCHUP_STEPS = 50     # physics steps per tick at most: a stalled process loses time, never explodes
 
@@ -240,27 +238,7 @@ class SimNode(Node):
 
 
 def main(argv=None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
-    try:
-        node = SimNode()
-        ex = make_executor(node.executor_kind)
-        ex.add_node(node)
-        spin_until_shutdown(ex, node)
-    except KeyboardInterrupt:
-        pass
-    except Exception as exc:   # a bad parameter or config: say so in one line, exit non-zero
-        from onboard.errors import OnboardError
-        if isinstance(exc, OnboardError):
-            print(f"sim_node: error: {exc}", file=sys.stderr)
-            return 2
-        raise
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+    return run_node("sim_node", SimNode, argv)
 
 
 if __name__ == "__main__":

@@ -289,33 +289,16 @@ def keyboard_main(argv=None) -> int:
 
 
 def main(argv=None) -> int:
-    import rclpy
-
-    from onboard.errors import OnboardError
-    from ros_nodes.common import make_executor, spin_until_shutdown
+    from ros_nodes.common import run_node
 
     argv = list(sys.argv if argv is None else argv)
     if "--keyboard" in argv:
         return keyboard_main([a for a in argv if a != "--keyboard"])
-    rclpy.init(args=argv)
-    node = None
-    try:
-        node = _make_node()
-        ex = make_executor(node.executor_kind)
-        ex.add_node(node)
-        spin_until_shutdown(ex, node)
-    except OnboardError as exc:
-        print(f"teleop_node: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            print(f"teleop_node: {json.dumps(node.safety.summary(last=0)['counts'])} interventions, "
-                  f"{node.published} commands", file=sys.stderr)
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+
+    def summary(node):
+        print(f"teleop_node: {json.dumps(node.safety.summary(last=0)['counts'])} interventions, "
+              f"{node.published} commands", file=sys.stderr)
+    return run_node("teleop_node", _make_node, argv, on_close=summary)
 
 
 if __name__ == "__main__":
