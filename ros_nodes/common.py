@@ -318,6 +318,10 @@ def run_node(label: str, make_node, argv=None, on_close=None) -> int:
         return 2
     except KeyboardInterrupt:
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # SIGINT/SIGTERM shut the context down while a callback was publishing: a clean stop
     finally:
         if node is not None:
             if on_close is not None:

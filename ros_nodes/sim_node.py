@@ -11,7 +11,11 @@ Publishes
   ``object_pos``, ``object_yaw_sincos``, ``target_pos`` as the task has them.
   On a real robot a perception node publishes this message.
 - ``~/success`` std_msgs/Bool (transient-local), the task's success flag.
-- ``<camera.topic>/image_raw`` + ``<camera.topic>/camera_info`` when ``camera.enabled``.
+- ``<camera.topic>/image_raw`` + ``<camera.topic>/camera_info`` when ``camera.enabled``;
+  with ``camera.names`` (several cameras) ``<camera.topic>/<name>/image_raw`` + ``camera_info`` each.
+- ``~/episode_instruction`` std_msgs/String (transient-local), ``task: lang`` only:
+  the instruction of the episode (``sim.lang_env.LangArmEnv``; ``lang.instruction``
+  forces one, ``lang.split`` picks the split).
 - ``/clock`` when ``use_sim_time`` is true (this node is then the clock source).
 
 Subscribes
@@ -44,7 +48,7 @@ from rclpy.clock import Clock, ClockType  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, JointState  # noqa: E402
-from std_msgs.msg import Bool, Float64MultiArray  # noqa: E402
+from std_msgs.msg import Bool, Float64MultiArray, String  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from ros_nodes.adapters.ros2_control import reorder, sample_trajectory, trajectory_arrays  # noqa: E402
@@ -74,6 +78,9 @@ class SimNode(Node):
         joints = list(p("joints", [""]).value)
         cam_on = bool(p("camera.enabled", False).value)
         self.cam_name = p("camera.name", "front").value
+        cam_names = [n for n in p("camera.names", [""]).value if n]
+        lang_split = p("lang.split", "seen").value
+        lang_instruction = p("lang.instruction", "").value
         cam_w = int(p("camera.width", 640).value)
         cam_h = int(p("camera.height", 480).value)
         self.cam_rate = float(p("camera.rate_hz", 15.0).value)
@@ -81,10 +88,18 @@ class SimNode(Node):
         self.executor_kind = p("executor", "events").value
         self.sim_time = bool(self.get_parameter("use_sim_time").value)
 
-        self.env = ArmEnv(task=self.task, dr=(dr_config or True) if dr else False, seed=seed,
-                          cameras=(self.cam_name,) if cam_on else (), image_size=(cam_h, cam_w),
-                          robot=self.robot)
-        self.env.reset(seed=seed)
+        dr_arg = (dr_config or True) if dr else False
+        if self.task == "lang":      # language-conditioned scene: three cubes, a pad, front + wrist cameras
+            from sim.lang_env import LANG_CAMERAS, LangArmEnv
+            cam_names = cam_names or list(LANG_CAMERAS)
+            self.env = LangArmEnv(split=lang_split, dr=dr_arg, seed=seed, cameras=tuple(cam_names) if cam_on else (),
+                                  image_size=(cam_h, cam_w), robot=self.robot)
+            self.env.reset(seed=seed, options={"instruction": lang_instruction} if lang_instruction else None)
+        else:
+            cam_names = cam_names or [self.cam_name]
+            self.env = ArmEnv(task=self.task, dr=dr_arg, seed=seed, cameras=tuple(cam_names) if cam_on else (),
+                              image_size=(cam_h, cam_w), robot=self.robot)
+            self.env.reset(seed=seed)
         self.env.cameras = ()      # images are rendered here at camera.rate_hz, not in every obs
         prof = self.env.profile
         self.arm_joints = tuple(prof.joint_names)
@@ -112,12 +127,16 @@ class SimNode(Node):
             from rosgraph_msgs.msg import Clock as ClockMsg
             self._clock_msg = ClockMsg()
             self.pub_clock = self.create_publisher(ClockMsg, "/clock", QoSProfile(depth=10))
-        self.pub_img = self.pub_info = None
-        if cam_on:
-            self.pub_img = self.create_publisher(Image, f"{cam_topic}/image_raw", sensor_qos())
-            self.pub_info = self.create_publisher(CameraInfo, f"{cam_topic}/camera_info", sensor_qos())
-            cam_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, self.cam_name)
-            self.cam_fovy = float(m.cam_fovy[cam_id]) if cam_id >= 0 else 45.0
+        self.cams = []               # (name, image publisher, info publisher, fovy)
+        for name in cam_names if cam_on else []:
+            topic = cam_topic if len(cam_names) == 1 else f"{cam_topic}/{name}"
+            cam_id = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, name)
+            self.cams.append((name, self.create_publisher(Image, f"{topic}/image_raw", sensor_qos()),
+                              self.create_publisher(CameraInfo, f"{topic}/camera_info", sensor_qos()),
+                              float(m.cam_fovy[cam_id]) if cam_id >= 0 else 45.0))
+        if self.task == "lang":
+            self.pub_instruction = self.create_publisher(String, "~/episode_instruction", latched_qos())
+            self.pub_instruction.publish(String(data=self.env.instruction))
         self.create_subscription(Float64MultiArray, f"/{fwd.strip('/')}/commands", self.on_forward_command,
                                  command_qos())
         self.create_subscription(JointTrajectory, f"/{jtc.strip('/')}/joint_trajectory", self.on_trajectory,
@@ -133,6 +152,8 @@ class SimNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)   # never the sim clock this node itself publishes
         period = 1.0 / self.publish_rate / (self.real_time_factor if self.sim_time else 1.0)
         self.create_timer(period, self.tick, clock=steady)
+        if self.task == "lang":
+            self.get_logger().info(f"sim_node: lang episode ({lang_split}): {self.env.instruction!r}")
         self.get_logger().info(
             f"sim_node: {self.robot} task={self.task} dr={dr} seed={seed} joint_states at "
             f"{self.publish_rate:g} Hz, {'sim time (/clock)' if self.sim_time else 'real time'}, "
@@ -204,12 +225,12 @@ class SimNode(Node):
         if now >= self.next_task_state:
             self.next_task_state = now + 1.0 / self.task_state_rate
             self.publish_task_state()
-        if self.pub_img is not None and now >= self.next_image:
+        if self.cams and now >= self.next_image:
             self.next_image = now + 1.0 / self.cam_rate
-            img = self.env.render_camera(self.cam_name)
-            self.pub_img.publish(array_to_image(img, now, frame_id=f"{self.cam_name}_optical_frame"))
-            self.pub_info.publish(camera_info(img.shape[1], img.shape[0], self.cam_fovy, now,
-                                              frame_id=f"{self.cam_name}_optical_frame"))
+            for name, pub_img, pub_info, fovy in self.cams:
+                img = self.env.render_camera(name)
+                pub_img.publish(array_to_image(img, now, frame_id=f"{name}_optical_frame"))
+                pub_info.publish(camera_info(img.shape[1], img.shape[0], fovy, now, frame_id=f"{name}_optical_frame"))
 
     def publish_joint_states(self, now: float) -> None:
         d, ix = self.env.data, self.env.ix
