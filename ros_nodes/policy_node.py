@@ -200,14 +200,15 @@ class PolicyLoop:
         from onboard.errors import OnboardError
         with self._lock:
             try:
-                self.rt.set_instruction(text)
+                unknown = self.rt.set_instruction(text)
             except OnboardError as exc:
                 self.instruction_error = str(exc)
                 self.instructions_rejected += 1
                 return False, self.instruction_error
             self.instruction = text
             self.instruction_error = ""
-            return True, f"instruction accepted: {text!r} (takes effect at the next chunk)"
+            note = f"; unknown words {unknown} read as <unk>" if unknown else ""
+            return True, f"instruction accepted: {text!r} (takes effect at the next chunk{note})"
 
     def _instruction_hold(self, state, t: float):
         """The safe hold of a VLA without a valid instruction: the last command, else the measured pose."""
@@ -249,6 +250,7 @@ class PolicyLoop:
                 self._started = True
             self.status = RUNNING
             t0 = time.perf_counter()
+            chunks_before = self.rt.stats.get("chunks", 0)
             try:
                 cmd = self.rt.act(obs, t=t, state=None)
             except Exception as exc:  # noqa: BLE001 - a bad observation must not kill the node
@@ -256,8 +258,8 @@ class PolicyLoop:
                 self.gate.last_error = f"observation refused by the runtime: {exc}"
                 return None
             self.compute_ms.append((time.perf_counter() - t0) * 1e3)
-            if self.vla:
-                self.active_instruction = getattr(self.rt, "active_instruction", self.instruction)
+            if self.vla and self.rt.stats.get("chunks", 0) != chunks_before:
+                self.active_instruction = self.rt.instruction      # a new chunk: planned with this instruction
             upcoming = self.rt.planned() if hasattr(self.rt, "planned") else []
             chunk = np.vstack([cmd] + upcoming) if upcoming else cmd[None, :]
             if not np.all(np.isfinite(cmd)):
