@@ -128,6 +128,10 @@ class PushExpert(ScriptedExpert):
     PUSH_WIDTH_M = 0.0
     FINGER_HALF_DEPTH_M = 0.012   # TCP to the finger face that touches the block (along x)
 
+    def choose_side(self, rng) -> float:
+        """+1: around the block on the left (+y), -1: on the right. ``sim.lang_experts`` forces a side."""
+        return 1.0 if rng.random() < 0.5 else -1.0
+
     def plan(self, start):
         env, rng = self.env, self.rng
         (bx, by, _), yaw = env.object_pose()
@@ -137,7 +141,7 @@ class PushExpert(ScriptedExpert):
         # while pushing: the two-finger contact drags the block's yaw along to the target's.
         face_yaw = (yaw + math.pi / 4) % (math.pi / 2) - math.pi / 4
         normal = np.array([math.cos(face_yaw), math.sin(face_yaw)])
-        side = 1.0 if rng.random() < 0.5 else -1.0
+        side = self.choose_side(rng)
         self.route = "left" if side > 0 else "right"
         lateral = h + rng.uniform(0.10, 0.13)
         z_hi = rng.uniform(0.08, 0.14)

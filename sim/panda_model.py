@@ -113,12 +113,12 @@ def _check_joint_names(spec: mujoco.MjSpec, profile: RobotProfile) -> None:
                           fix="use the URDF's joint names in the profile")
 
 
-def build_scene(profile: RobotProfile | None = None, obj: ObjectSpec = ObjectSpec(),
-                cameras: tuple = ("front", "top")) -> tuple[mujoco.MjModel, SceneIndex]:
-    """Compile the arm scene. Returns the model and the resolved ids."""
-    import warnings
+def panda_arm_spec(profile: RobotProfile) -> mujoco.MjSpec:
+    """The arm part of the scene as an ``MjSpec``: URDF, joint limits, actuators, gripper, TCP site.
 
-    profile = profile or load_robot("franka_panda")
+    ``build_scene`` adds the table, object, target, lights and cameras; ``sim.lang_scene`` adds
+    its own multi-object scene to the same arm.
+    """
     spec = _load_urdf_spec()
     _check_joint_names(spec, profile)
     spec.option.timestep = PHYSICS_DT_S
@@ -185,7 +185,16 @@ def build_scene(profile: RobotProfile | None = None, obj: ObjectSpec = ObjectSpe
     grip.ctrllimited = mujoco.mjtLimited.mjLIMITED_TRUE
     grip.forcerange = [-GRIPPER_FORCE_N, GRIPPER_FORCE_N]
     grip.forcelimited = mujoco.mjtLimited.mjLIMITED_TRUE
+    return spec
 
+
+def build_scene(profile: RobotProfile | None = None, obj: ObjectSpec = ObjectSpec(),
+                cameras: tuple = ("front", "top")) -> tuple[mujoco.MjModel, SceneIndex]:
+    """Compile the arm scene. Returns the model and the resolved ids."""
+    import warnings
+
+    profile = profile or load_robot("franka_panda")
+    spec = panda_arm_spec(profile)
     world = spec.worldbody
     tx, ty = TABLE_CENTER_XY
     world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(TABLE_HALF_SIZE),

@@ -9,7 +9,11 @@ HELP = "collect scripted-expert demonstrations into a LeRobot v3 dataset"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--task", default="push", help="reach | push | pick_place (default: push)")
+    parser.add_argument("--task", default="push",
+                        help="reach | push | pick_place | lang (language-conditioned push + pick-and-place "
+                             "with instructions, front + wrist cameras; default: push)")
+    parser.add_argument("--split", default="train",
+                        help="--task lang: instruction split train | seen | paraphrase | unseen_combo")
     parser.add_argument("--episodes", type=int, default=150, help="successful episodes to keep")
     parser.add_argument("--out", default=None, help="dataset root (default: runs/data/<task>)")
     parser.add_argument("--seed", type=int, default=0)
@@ -70,6 +74,8 @@ def run_teleop(args) -> int:
 def run(args) -> int:
     if getattr(args, "teleop", None):
         return run_teleop(args)
+    if args.task == "lang":
+        return run_lang(args)
     import os
     import time
 
@@ -153,6 +159,89 @@ def run(args) -> int:
           f"({steps / max(wall, 1e-9):.0f} steps/s), DR {'off' if dr is False else 'on'}")
     if any(r is not None for r in routes):
         print(f"  routes: {routes}")
+    print(f"  dataset: {out.resolve()}")
+    if successes < args.episodes:
+        print(f"collect: only {successes}/{args.episodes} successful episodes after {attempts} attempts")
+        return 1
+    return 0
+
+
+def run_lang(args) -> int:
+    """Language tasks (sim.lang_env): every frame's task is the episode's instruction (meta/tasks.parquet)."""
+    import os
+    import time
+
+    os.environ.setdefault("MUJOCO_GL", "egl")   # offscreen rendering; must precede the mujoco import
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from onboard.errors import OnboardError
+    from policies.dataset import LeRobotDatasetWriter, features_from_env
+    from sim.lang_env import LANG_CAMERAS, SPLITS, LangArmEnv, load_lang_dr
+    from sim.lang_experts import make_lang_expert
+
+    if args.episodes < 1:
+        raise OnboardError(f"--episodes must be >= 1, got {args.episodes}", field="--episodes",
+                           fix="ask for at least one episode")
+    if args.split not in SPLITS:
+        raise OnboardError(f"unknown split '{args.split}'", field="--split", fix=f"use one of {list(SPLITS)}")
+    if args.calibration or args.teleop:
+        raise OnboardError("--task lang records the scripted expert with the shipped DR", field="--task",
+                           fix="drop --calibration / --teleop for --task lang")
+    out = Path(args.out or "runs/data/lang")
+    cameras = tuple(args.cameras) or LANG_CAMERAS
+    size = (args.image_size, args.image_size)
+    dr = False if args.no_dr else load_lang_dr(args.dr)
+    env = LangArmEnv(args.split, dr=dr, seed=args.seed, cameras=cameras, image_size=size)
+    expert = make_lang_expert(env)
+    features = features_from_env(env.obs_spec, env.profile.action_names, env.cameras, size)
+    extra_info = {"onboard": {"task": "lang", "split": args.split, "cameras": list(cameras),
+                              "instructions": env.instructions.path}}
+    if dr is not False:
+        extra_info["dr_ranges"] = {sec: {k: list(v) if isinstance(v, tuple) else v for k, v in body.items()}
+                                   for sec, body in dr.sections.items()}
+    max_attempts = args.max_attempts or 2 * args.episodes + 10
+
+    t0 = time.perf_counter()
+    attempts = successes = steps = 0
+    per_task: dict = {}
+    with LeRobotDatasetWriter(out, fps=env.control_hz, features=features, robot_type=env.profile.name,
+                              overwrite=args.overwrite, extra_info=extra_info) as writer:
+        bar = tqdm(total=args.episodes, desc="collect lang", unit="ep")
+        while successes < args.episodes and attempts < max_attempts:
+            obs, info = env.reset(seed=args.seed * 100_003 + attempts)
+            expert.reset(seed=info["episode_seed"] % (2**32))
+            attempts += 1
+            while True:
+                action = expert.act(obs)
+                frame = {f"observation.{k}": v for k, v in obs.items() if not k.startswith("image.")}
+                for cam in env.cameras:
+                    frame[f"observation.images.{cam}"] = obs[f"image.{cam}"]
+                frame["action"] = action
+                writer.add_frame(frame, task=info["instruction"])
+                obs, _, terminated, truncated, step_info = env.step(action)
+                steps += 1
+                if terminated or truncated:
+                    break
+            won, tried = per_task.get(info["task"], (0, 0))
+            per_task[info["task"]] = (won + bool(step_info["success"]), tried + 1)
+            if step_info["success"]:
+                writer.save_episode(extra={"instruction": info["instruction"], "lang_task": info["task"],
+                                           "colour": info["colour"], "slot": info["slot"]})
+                successes += 1
+                bar.update(1)
+            else:
+                writer.discard_episode()
+            bar.set_postfix(success_rate=f"{successes / attempts:.2f}")
+        bar.close()
+    env.close()
+    wall = time.perf_counter() - t0
+    rate = successes / max(attempts, 1)
+    print(f"collect lang ({args.split}): kept {successes} episodes of {attempts} "
+          f"(expert success rate {rate:.1%}), {steps} env steps in {wall:.1f} s "
+          f"({steps / max(wall, 1e-9):.0f} steps/s), DR {'off' if dr is False else 'on'}, cameras {list(cameras)}")
+    print("  per task (successes/attempts): " + ", ".join(f"{k} {w}/{n}" for k, (w, n) in sorted(per_task.items())))
     print(f"  dataset: {out.resolve()}")
     if successes < args.episodes:
         print(f"collect: only {successes}/{args.episodes} successful episodes after {attempts} attempts")
