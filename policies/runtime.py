@@ -76,7 +76,9 @@ class PolicyRuntime:
             return
         if c.policy_kind != "diffusion":
             fix = ("run it with policies.residual_runtime.ResidualRuntime (a residual over a diffusion base)"
-                   if c.policy_kind == "residual" else "export a diffusion, ppo or residual policy")
+                   if c.policy_kind == "residual" else
+                   "run it with policies.vla.runtime.VLARuntime (it needs an instruction and camera images)"
+                   if c.policy_kind == "vla" else "export a diffusion, ppo or residual policy")
             raise OnboardError(f"this runtime runs diffusion and MLP (ppo/residual) policies; the artifact is "
                                f"'{c.policy_kind}' with graphs {sorted(c.graphs)}", file=str(artifact),
                                field="policy_kind", fix=fix)

@@ -4,6 +4,8 @@ Parity with torch is checked at batch 1 and 2 before anything is written; a
 failure writes nothing and exits 2. A PPO checkpoint (``onboard train --policy
 ppo``) is recognised and exported as the quadrotor MLP artifact
 (``policies.export_mlp``: graph ``policy``, residual baseline in the contract).
+A VLA checkpoint (``onboard train --policy vla``) becomes an artifact folder of
+three graphs (``policies.vla.export``): ``--out DIR`` (or ``DIR/policy.onnx``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ def run(args) -> int:
     from policies.export import contract_summary, export_checkpoint
     from policies.export_mlp import export_ppo_checkpoint, is_ppo_checkpoint
 
+    from policies.vla.train import is_vla_checkpoint
+    if is_vla_checkpoint(args.checkpoint):
+        return _run_vla(args)
     from onboard.commands._residual import is_residual_checkpoint, run_export
     if is_residual_checkpoint(args.checkpoint):
         return run_export(args)
@@ -43,5 +48,15 @@ def run(args) -> int:
     res = export_checkpoint(args.checkpoint, args.out, robot=args.robot, safety=args.safety)
     print(f"wrote {res.onnx_path} and {res.data_path.name} (parity max |diff| {res.parity_max_abs_diff:.2e} "
           f"at batch 1 and 2, {res.seconds:.1f} s)")
+    print("contract: " + contract_summary(res.contract))
+    return 0
+
+
+def _run_vla(args) -> int:
+    from policies.vla.export import contract_summary, export_checkpoint
+
+    res = export_checkpoint(args.checkpoint, args.out, robot=args.robot, safety=args.safety)
+    print(f"wrote {res.out_dir}/ (policy.onnx = action head, text_encoder.onnx, obs_encoder.onnx; parity max "
+          f"|diff| " + ", ".join(f"{k} {v:.1e}" for k, v in res.parity.items()) + f"; {res.seconds:.1f} s)")
     print("contract: " + contract_summary(res.contract))
     return 0

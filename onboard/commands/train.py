@@ -15,13 +15,15 @@ Observation keys default to every 1-D observation except velocities (see
 from __future__ import annotations
 
 HELP = ("Train a policy: diffusion on a LeRobot v3 dataset, or PPO for the quadrotor (--policy ppo --task "
-        "hover|track [--residual]); writes checkpoint.pt and training_curve.png.")
-POLICIES = ("diffusion", "ppo", "residual")
+        "hover|track [--residual]), or the VLA (--policy vla --data DIR [--minutes M]); writes checkpoint.pt "
+        "and training_curve.png.")
+POLICIES = ("diffusion", "ppo", "residual", "vla")
 
 
 def add_arguments(p):
     p.add_argument("--policy", default="diffusion", help=f"policy kind (known: {', '.join(POLICIES)})")
-    p.add_argument("--dataset", default=None, help="dataset folder written by `onboard collect` (diffusion)")
+    p.add_argument("--dataset", "--data", default=None,
+                   help="dataset folder written by `onboard collect` (diffusion, vla)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 6000)")
     p.add_argument("--batch-size", type=int, default=None, help="batch size (default 64)")
@@ -42,6 +44,13 @@ def add_arguments(p):
     q.add_argument("--no-dr", action="store_true", help="train without domain randomization")
     from onboard.commands._residual import add_train_arguments   # --policy residual (arm, diffusion base)
     add_train_arguments(p)
+    v = p.add_argument_group("VLA (--policy vla)")
+    v.add_argument("--minutes", type=float, default=None,
+                   help="time budget; the learning rate anneals over it (vla default: 50)")
+    v.add_argument("--vla-size", default="demo", choices=["demo", "tiny"],
+                   help="model size: demo (the documented configuration) or tiny (tests, smoke runs)")
+    v.add_argument("--text-encoder", default=None,
+                   help="optional frozen pretrained text encoder (local TorchScript file); absent: from scratch")
 
 
 def run(args) -> int:
@@ -65,6 +74,8 @@ def run(args) -> int:
         return run_train(args)
     if args.policy == "ppo":
         return _run_ppo(args)
+    if args.policy == "vla":
+        return _run_vla(args)
     if args.dataset is None:
         raise OnboardError("diffusion training needs a dataset", field="--dataset",
                            fix="pass --dataset FOLDER written by `onboard collect`")
@@ -98,6 +109,51 @@ def run(args) -> int:
     loss = result["loss_history"][-1][1] if result["loss_history"] else float("nan")
     print(f"wrote {Path(args.out) / 'checkpoint.pt'} (step {result['step']}, loss {loss:.4f}"
           + (f", {sps:.1f} steps/s" if sps else "") + f") and {Path(args.out) / 'training_curve.png'}")
+    return 0
+
+
+def _run_vla(args) -> int:
+    from pathlib import Path
+
+    from onboard.errors import OnboardError
+
+    if args.dataset is None:
+        raise OnboardError("VLA training needs a dataset", field="--data",
+                           fix="pass --data FOLDER written by `onboard collect --task lang`")
+    root = Path(args.dataset)
+    if not (root / "meta" / "info.json").is_file():
+        raise OnboardError("not a dataset folder (meta/info.json is missing)", file=str(root), field="--data",
+                           fix="pass the folder written by `onboard collect --task lang`")
+    if args.minutes is not None and args.minutes <= 0:
+        raise OnboardError(f"must be > 0, got {args.minutes}", field="--minutes", fix="pass a positive number")
+    from policies.dataset import load_dataset
+    from policies.vla.train import VLATrainConfig, data_from_dataset, tiny_config, train
+
+    data = data_from_dataset(load_dataset(root), source=str(root))
+    cfg = tiny_config(seed=args.seed) if args.vla_size == "tiny" else VLATrainConfig(seed=args.seed, minutes=50.0)
+    if args.minutes is not None:
+        cfg.minutes = args.minutes
+    if args.steps is not None:
+        cfg.steps = args.steps
+        if args.minutes is None:
+            cfg.minutes = None
+    if args.batch_size is not None:
+        cfg.batch_size = args.batch_size
+    if args.text_encoder:
+        if Path(args.text_encoder).is_file():
+            cfg.pretrained_text_encoder = args.text_encoder
+        else:
+            print(f"[vla] no text encoder at {args.text_encoder}: training the text encoder from scratch", flush=True)
+    budget = f"{cfg.minutes:g} min or {cfg.steps} steps" if cfg.minutes else f"{cfg.steps} steps"
+    print(f"train vla: {len(data.actions)} frames, {len(set(data.episode_index.tolist()))} episodes, "
+          f"{len(data.tasks)} instructions, cameras {data.cameras} at {data.images[data.cameras[0]].shape[1:3]}, "
+          f"state {[k['name'] for k in data.state_spec]}, {budget}, batch {cfg.batch_size}", flush=True)
+    result = train(cfg, data, args.out, resume=args.resume, progress=not args.no_progress)
+    sps = result.get("steps_per_second")
+    loss = result["loss_history"][-1][1] if result["loss_history"] else float("nan")
+    print(f"wrote {Path(args.out) / 'checkpoint.pt'} (step {result['step']}, loss {loss:.4f}, "
+          f"{result['train_seconds'] / 60:.1f} min" + (f", {sps:.2f} steps/s" if sps else "") + ")")
+    print(f"next: onboard export {Path(args.out) / 'checkpoint.pt'} --out {Path(args.out) / 'artifact'}")
     return 0
 
 
