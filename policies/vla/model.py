@@ -57,9 +57,10 @@ class VLAConfig:
     fusion_layers: int = 3
     mlp_ratio: int = 4
     cnn_channels: tuple[int, ...] = (32, 64, 128, 128)   # stride-2 stages; the last map is the token grid
+    cnn_refine: bool = True                        # one extra stride-1 conv at the second stage
     token_pool: int = 1                            # average-pool the final grid by this factor
     n_readout: int = 4
-    head_down_dims: tuple[int, ...] = (64, 128, 256)
+    head_down_dims: tuple[int, ...] = (32, 64, 128)
     head_kernel_size: int = 5
     head_n_groups: int = 8
     time_embed_dim: int = 64
@@ -134,7 +135,7 @@ class CameraEncoder(nn.Module):
         for i, c in enumerate(cfg.cnn_channels):
             k = 5 if i == 0 else 3
             layers += [nn.Conv2d(c_in, c, k, stride=2, padding=k // 2), nn.GroupNorm(_groups(c), c), nn.SiLU()]
-            if i == 1:   # one full-resolution refinement at the mid scale: cheap, helps small objects
+            if i == 1 and cfg.cnn_refine:   # one full-resolution refinement at the mid scale: cheap, helps small objects
                 layers += [nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(_groups(c), c), nn.SiLU()]
             c_in = c
         self.cnn = nn.Sequential(*layers)

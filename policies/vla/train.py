@@ -58,9 +58,10 @@ class VLATrainConfig:
     text_layers: int = 2
     fusion_layers: int = 3
     cnn_channels: tuple[int, ...] = (32, 64, 128, 128)
+    cnn_refine: bool = True
     token_pool: int = 1
     n_readout: int = 4
-    head_down_dims: tuple[int, ...] = (64, 128, 256)
+    head_down_dims: tuple[int, ...] = (32, 64, 128)
     pretrained_text_encoder: str | None = None
     pretrained_text_dim: int = 0
     # data
@@ -249,7 +250,8 @@ def model_config(cfg: VLATrainConfig, data: VLAData, tokenizer: WordTokenizer, m
                      action_dim=data.actions.shape[1], cameras=tuple(data.cameras), image_size=(int(h), int(w)),
                      pred_horizon=cfg.pred_horizon, d_model=cfg.d_model, n_heads=cfg.n_heads,
                      text_layers=cfg.text_layers, fusion_layers=cfg.fusion_layers,
-                     cnn_channels=tuple(cfg.cnn_channels), token_pool=cfg.token_pool, n_readout=cfg.n_readout,
+                     cnn_channels=tuple(cfg.cnn_channels), cnn_refine=cfg.cnn_refine, token_pool=cfg.token_pool,
+                     n_readout=cfg.n_readout,
                      head_down_dims=tuple(cfg.head_down_dims),
                      pretrained_text_encoder=cfg.pretrained_text_encoder,
                      pretrained_text_dim=cfg.pretrained_text_dim)
