@@ -49,6 +49,8 @@ def add_arguments(p):
                    help="time budget; the learning rate anneals over it (vla default: 50)")
     v.add_argument("--vla-size", default="demo", choices=["demo", "tiny"],
                    help="model size: demo (the documented configuration) or tiny (tests, smoke runs)")
+    v.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: 2, or 1 when the load average says the cores are busy)")
     v.add_argument("--text-encoder", default=None,
                    help="optional frozen pretrained text encoder (local TorchScript file); absent: from scratch")
 
@@ -139,6 +141,8 @@ def _run_vla(args) -> int:
             cfg.minutes = None
     if args.batch_size is not None:
         cfg.batch_size = args.batch_size
+    if args.threads is not None:
+        cfg.num_threads = args.threads
     if args.text_encoder:
         if Path(args.text_encoder).is_file():
             cfg.pretrained_text_encoder = args.text_encoder

@@ -58,6 +58,7 @@ class VLAConfig:
     mlp_ratio: int = 4
     cnn_channels: tuple[int, ...] = (32, 64, 128, 128)   # stride-2 stages; the last map is the token grid
     cnn_refine: bool = True                        # one extra stride-1 conv at the second stage
+    lang_film: bool = True                         # FiLM the CNN stages with the pooled instruction
     token_pool: int = 1                            # average-pool the final grid by this factor
     n_readout: int = 4
     head_down_dims: tuple[int, ...] = (32, 64, 128)
@@ -127,25 +128,43 @@ def _groups(c: int) -> int:
 
 
 class CameraEncoder(nn.Module):
-    """uint8 (B, H, W, 3) -> image tokens (B, gh*gw, d). Stride-2 conv stages with GroupNorm + SiLU."""
+    """uint8 (B, H, W, 3) -> image tokens (B, gh*gw, d). Stride-2 conv stages with GroupNorm + SiLU.
+
+    With ``lang_film`` every stage's GroupNorm output is modulated per channel by the pooled
+    instruction (FiLM, as in RT-1's FiLM-EfficientNet): the CNN can then pick out the named colour
+    before the fusion transformer sees the tokens. The FiLM layers start at zero (identity)."""
 
     def __init__(self, cfg: VLAConfig):
         super().__init__()
-        layers, c_in = [], 3
+        self.stages, self.films = nn.ModuleList(), nn.ModuleList()
+        c_in = 3
         for i, c in enumerate(cfg.cnn_channels):
             k = 5 if i == 0 else 3
-            layers += [nn.Conv2d(c_in, c, k, stride=2, padding=k // 2), nn.GroupNorm(_groups(c), c), nn.SiLU()]
-            if i == 1 and cfg.cnn_refine:   # one full-resolution refinement at the mid scale: cheap, helps small objects
-                layers += [nn.Conv2d(c, c, 3, padding=1), nn.GroupNorm(_groups(c), c), nn.SiLU()]
+            convs = [(c_in, c, k, 2)] + ([(c, c, 3, 1)] if i == 1 and cfg.cnn_refine else [])
+            for ci, co, kk, stride in convs:   # the refinement at the mid scale is cheap and helps small objects
+                self.stages.append(nn.ModuleList([nn.Conv2d(ci, co, kk, stride=stride, padding=kk // 2),
+                                                  nn.GroupNorm(_groups(co), co)]))
+                film = nn.Linear(cfg.d_model, 2 * co) if cfg.lang_film else None
+                if film is not None:
+                    nn.init.zeros_(film.weight)
+                    nn.init.zeros_(film.bias)
+                self.films.append(film if film is not None else nn.Identity())
             c_in = c
-        self.cnn = nn.Sequential(*layers)
+        self.lang_film = cfg.lang_film
+        self.act = nn.SiLU()
         self.pool = nn.AvgPool2d(cfg.token_pool) if cfg.token_pool > 1 else nn.Identity()
         self.proj = nn.Linear(c_in, cfg.d_model)
         self.pos = nn.Parameter(torch.randn(1, cfg.image_tokens_per_camera, cfg.d_model) * 0.02)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, lang: torch.Tensor | None = None) -> torch.Tensor:
         x = image.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 127.5) - 1.0
-        x = self.pool(self.cnn(x))                                  # (B, C, gh, gw)
+        for (conv, norm), film in zip(self.stages, self.films):
+            x = norm(conv(x))
+            if self.lang_film and lang is not None:
+                gamma, beta = film(lang)[:, :, None, None].chunk(2, dim=1)
+                x = x * (1.0 + gamma) + beta
+            x = self.act(x)
+        x = self.pool(x)                                            # (B, C, gh, gw)
         x = x.flatten(2).transpose(1, 2)                            # (B, gh*gw, C)
         return self.proj(x) + self.pos
 
@@ -196,15 +215,17 @@ class ObservationEncoder(nn.Module):
                                     for _ in range(cfg.fusion_layers))
         self.ln = nn.LayerNorm(d)
 
-    def encode_images(self, images: list[torch.Tensor]) -> torch.Tensor:
-        toks = [self.cameras[cam](img) + self.camera_embed[i]
+    def encode_images(self, images: list[torch.Tensor], lang: torch.Tensor | None = None) -> torch.Tensor:
+        toks = [self.cameras[cam](img, lang) + self.camera_embed[i]
                 for i, (cam, img) in enumerate(zip(self.cfg.cameras, images))]
         return torch.cat(toks, dim=1) + self.type_embed[1]
 
     def forward(self, lang_tokens: torch.Tensor, token_mask: torch.Tensor, images: list[torch.Tensor],
                 state: torch.Tensor) -> torch.Tensor:
         b = state.shape[0]
-        img = self.encode_images(images)
+        m = token_mask.to(torch.float32)[:, :, None]
+        pooled = (lang_tokens * m).sum(1) / m.sum(1).clamp(min=1.0)      # mean over real tokens
+        img = self.encode_images(images, pooled)
         st = self.state_proj(state).unsqueeze(1) + self.type_embed[2]
         ro = self.readout.expand(b, -1, -1)
         x = torch.cat([lang_tokens + self.type_embed[0], img, st, ro], dim=1)

@@ -59,6 +59,7 @@ class VLATrainConfig:
     fusion_layers: int = 3
     cnn_channels: tuple[int, ...] = (32, 64, 128, 128)
     cnn_refine: bool = True
+    lang_film: bool = True
     token_pool: int = 1
     n_readout: int = 4
     head_down_dims: tuple[int, ...] = (32, 64, 128)
@@ -73,7 +74,7 @@ class VLATrainConfig:
     minutes: float | None = None         # time budget; the schedule anneals over min(steps, minutes)
     batch_size: int = 64
     samples_per_obs: int = 4             # (t, noise) draws per encoded observation
-    lr: float = 3e-4
+    lr: float = 5e-4
     weight_decay: float = 1e-4
     warmup_steps: int = 200
     ema_max_decay: float = 0.999
@@ -250,7 +251,7 @@ def model_config(cfg: VLATrainConfig, data: VLAData, tokenizer: WordTokenizer, m
                      action_dim=data.actions.shape[1], cameras=tuple(data.cameras), image_size=(int(h), int(w)),
                      pred_horizon=cfg.pred_horizon, d_model=cfg.d_model, n_heads=cfg.n_heads,
                      text_layers=cfg.text_layers, fusion_layers=cfg.fusion_layers,
-                     cnn_channels=tuple(cfg.cnn_channels), cnn_refine=cfg.cnn_refine, token_pool=cfg.token_pool,
+                     cnn_channels=tuple(cfg.cnn_channels), cnn_refine=cfg.cnn_refine, lang_film=cfg.lang_film, token_pool=cfg.token_pool,
                      n_readout=cfg.n_readout,
                      head_down_dims=tuple(cfg.head_down_dims),
                      pretrained_text_encoder=cfg.pretrained_text_encoder,
