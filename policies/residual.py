@@ -40,6 +40,7 @@ import torch.nn as nn
 
 from onboard.errors import OnboardError
 from onboard.spec import CONTRACT_KEY, PolicyContract
+from policies.checkpoint import checkpoint_kind, read_checkpoint, save_checkpoint_atomic
 
 OPSET = 20
 PARITY_TOLERANCE = 1e-5
@@ -100,34 +101,16 @@ def check_scale(scale: float) -> float:
 def save_checkpoint(path: str | Path, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"kind": CHECKPOINT_KIND, **payload}, tmp)
-    os.replace(tmp, path)
+    save_checkpoint_atomic(path, {"kind": CHECKPOINT_KIND, **payload})
     return path
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise OnboardError("checkpoint not found", file=str(path),
-                           fix="pass the residual.pt written by `onboard train --policy residual`")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise OnboardError(f"cannot read checkpoint: {type(exc).__name__}: {exc}", file=str(path),
-                           fix="re-run `onboard train --policy residual`") from exc
-    if not isinstance(ck, dict) or ck.get("kind") != CHECKPOINT_KIND:
-        raise OnboardError("not a residual checkpoint", file=str(path), field="kind",
-                           fix="pass the residual.pt written by `onboard train --policy residual`")
-    return ck
+    return read_checkpoint(path, kind=CHECKPOINT_KIND, what="residual", command="onboard train --policy residual")
 
 
 def is_residual_checkpoint(path: str | Path) -> bool:
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # noqa: BLE001 - not ours, whatever it is
-        return False
-    return isinstance(ck, dict) and ck.get("kind") == CHECKPOINT_KIND
+    return checkpoint_kind(path) == CHECKPOINT_KIND
 
 
 def actor_from_checkpoint(ck: dict) -> ResidualActor:

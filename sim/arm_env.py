@@ -84,7 +84,28 @@ def yaw_error_mod90(yaw: float, target_yaw: float = 0.0) -> float:
     return abs(e)
 
 
-class ArmEnv(gym.Env):
+class OffscreenCameras:
+    """Offscreen rendering of a scene's named cameras at ``image_size`` (one ``mujoco.Renderer``, made on
+    first use). Mixed into the arm envs, which own ``model``, ``data``, ``cameras`` and ``image_size``."""
+    _renderer = None
+
+    def render_camera(self, camera: str = "front") -> np.ndarray:
+        if self._renderer is None:
+            h, w = self.image_size
+            self._renderer = mujoco.Renderer(self.model, height=h, width=w)
+        self._renderer.update_scene(self.data, camera=camera)
+        return self._renderer.render().copy()
+
+    def render(self):
+        return self.render_camera(self.cameras[0] if self.cameras else "front")
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
+class ArmEnv(OffscreenCameras, gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, task: str = "push", dr=True, seed: int | None = 0, cameras=(),
@@ -280,17 +301,3 @@ class ArmEnv(gym.Env):
             obs[f"image.{cam}"] = self.render_camera(cam)
         return obs
 
-    def render_camera(self, camera: str = "front") -> np.ndarray:
-        if self._renderer is None:
-            h, w = self.image_size
-            self._renderer = mujoco.Renderer(self.model, height=h, width=w)
-        self._renderer.update_scene(self.data, camera=camera)
-        return self._renderer.render().copy()
-
-    def render(self):
-        return self.render_camera(self.cameras[0] if self.cameras else "front")
-
-    def close(self):
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None

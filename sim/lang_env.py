@@ -54,7 +54,7 @@ from onboard.config import float_list, load_yaml
 from onboard.errors import ConfigError, OnboardError
 from onboard.paths import config_dir
 from onboard.spec.robot import load_robot
-from sim.arm_env import yaw_of_quat
+from sim.arm_env import OffscreenCameras, yaw_of_quat
 from sim.lang_scene import CUBE_HALF_SIZE_M, LANG_CAMERAS, TABLE_RGBA, build_lang_scene
 
 SPLITS = ("train", "seen", "paraphrase", "unseen_combo")
@@ -331,7 +331,7 @@ def _turn(quat, axis_angle) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ the env
-class LangArmEnv(gym.Env):
+class LangArmEnv(OffscreenCameras, gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, split: str = "train", dr=True, seed: int | None = 0, cameras=LANG_CAMERAS,
@@ -575,17 +575,3 @@ class LangArmEnv(gym.Env):
             obs[f"image.{cam}"] = self.render_camera(cam)
         return obs
 
-    def render_camera(self, camera: str = "front") -> np.ndarray:
-        if self._renderer is None:
-            h, w = self.image_size
-            self._renderer = mujoco.Renderer(self.model, height=h, width=w)
-        self._renderer.update_scene(self.data, camera=camera)
-        return self._renderer.render().copy()
-
-    def render(self):
-        return self.render_camera(self.cameras[0] if self.cameras else "front")
-
-    def close(self):
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None

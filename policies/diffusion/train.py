@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from onboard.errors import OnboardError
 from onboard.spec.normalize import normalize, stats_from_array
+from policies.checkpoint import read_checkpoint, save_checkpoint_atomic
 from policies.diffusion.schedule import alphas_cumprod_for
 from policies.diffusion.unet import ConditionalUnet1D, UNetConfig, count_parameters
 
@@ -204,26 +205,9 @@ def diffusion_loss(model: torch.nn.Module, actions: torch.Tensor, obs_cond: torc
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------
-def save_checkpoint_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise OnboardError("checkpoint not found", file=str(path),
-                           fix="pass the checkpoint.pt written by `onboard train`")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise OnboardError(f"cannot read checkpoint: {type(exc).__name__}: {exc}", file=str(path),
-                           fix="re-run `onboard train` (the file is truncated or not a checkpoint)") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "diffusion":
-        raise OnboardError("not a diffusion policy checkpoint", file=str(path), field="kind",
-                           fix="pass the checkpoint.pt written by `onboard train --policy diffusion`")
-    return ckpt
+    return read_checkpoint(path, kind="diffusion", what="diffusion policy",
+                           command="onboard train --policy diffusion")
 
 
 def model_from_checkpoint(ckpt: dict, *, ema: bool = True) -> ConditionalUnet1D:

@@ -37,7 +37,8 @@ import torch
 
 from onboard.errors import OnboardError
 from onboard.spec.normalize import normalize, stats_from_array
-from policies.diffusion.train import (ema_update, pick_num_threads, plot_curve, save_checkpoint_atomic,
+from policies.checkpoint import checkpoint_kind, read_checkpoint, save_checkpoint_atomic
+from policies.diffusion.train import (ema_update, pick_num_threads, plot_curve,
                                       sequence_windows, window_frame_indices)
 from policies.vla.model import VLAConfig, VLAPolicy, parameter_counts
 from policies.vla.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WordTokenizer
@@ -267,27 +268,11 @@ def lr_factor(progress: float, step: int, cfg: VLATrainConfig) -> float:
 
 # ---- checkpoints ---------------------------------------------------------------------------------
 def load_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise OnboardError("checkpoint not found", file=str(path),
-                           fix="pass the checkpoint.pt written by `onboard train --policy vla`")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:   # torch raises many types for a corrupt file
-        raise OnboardError(f"cannot read checkpoint: {type(exc).__name__}: {exc}", file=str(path),
-                           fix="re-run `onboard train --policy vla` (truncated or not a checkpoint)") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != "vla":
-        raise OnboardError("not a VLA checkpoint", file=str(path), field="kind",
-                           fix="pass the checkpoint.pt written by `onboard train --policy vla`")
-    return ckpt
+    return read_checkpoint(path, kind="vla", what="VLA", command="onboard train --policy vla")
 
 
 def is_vla_checkpoint(path: str | Path) -> bool:
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:   # noqa: BLE001 - the real loader reports unreadable files
-        return False
-    return isinstance(ck, dict) and ck.get("kind") == "vla"
+    return checkpoint_kind(path) == "vla"
 
 
 def model_from_checkpoint(ckpt: dict, *, ema: bool = True) -> VLAPolicy:
