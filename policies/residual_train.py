@@ -17,6 +17,15 @@ same composition and safety filter as evaluation and deployment.
 Domain randomization is on by default (``dr=True``); training episode seeds
 start at 100000, far from the evaluation seeds (1000+).
 
+Checkpoint selection (PPO, ``val_every > 0``): every ``val_every`` updates the
+deterministic residual (the mean correction) runs ``val_episodes`` episodes on
+fixed held-out validation seeds (50000+, used neither by training nor by
+``onboard eval``), with fresh envs and base runtimes so every validation sees
+the same DR draws and initial states. The best validation success is written to
+``out`` (``residual.pt``), the last weights to ``residual_last.pt``; update 0
+scores the base alone (zero residual) for reference. Report the final figure
+on evaluation seeds, never on the validation seeds.
+
 Offline data for SAC: successful rollouts of the base alone (correction 0)
 under DR, collected before training. These are "demonstrations" in the sense of
 ResFiT/RLPD: what a good step looks like from this base.
@@ -43,6 +52,7 @@ from policies.residual import DEFAULT_SCALE, ResidualActor, check_scale, save_ch
 from policies.residual_runtime import ResidualRuntime, artifact_sha256
 
 TRAIN_SEED_OFFSET = 100_000
+VAL_SEED_OFFSET = 50_000
 
 
 @dataclass
@@ -72,9 +82,14 @@ class ResidualPPOConfig:
     log_every: int = 1                   # updates
     max_wall_s: float = 0.0              # > 0: stop after this much training time (the model is kept)
     checkpoint_every: int = 5            # updates
+    val_every: int = 0                   # updates between held-out validations; 0 = off (keep the last)
+    val_episodes: int = 40
 
     def validate(self) -> None:
         check_scale(self.residual_scale)
+        if self.val_every < 0 or self.val_episodes < 1:
+            raise OnboardError("val_every must be >= 0 and val_episodes >= 1", field="val_every",
+                               fix="e.g. --val-every 15 --val-episodes 40")
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise OnboardError("num_envs * num_steps must divide into num_minibatches", field="num_minibatches",
                                fix="pick a divisor of num_envs * num_steps")
@@ -132,7 +147,8 @@ class ResidualVecEnv:
     ``info["final_x"]`` holds the last state of the finished one)."""
 
     def __init__(self, base: str | Path, num_envs: int, *, task: str = "push", dr=True, safety: bool = True,
-                 base_num_steps: int | None = None, scale: float = DEFAULT_SCALE, seed: int = 0):
+                 base_num_steps: int | None = None, scale: float = DEFAULT_SCALE, seed: int = 0,
+                 first_episode_seed: int | None = None):
         from sim.arm_env import ArmEnv
         from sim2real.safety import SafetyFilter
 
@@ -152,7 +168,8 @@ class ResidualVecEnv:
         self.in_dim = self.rts[0].input_dim
         self.act_dim = c.action_dim
         self.scale = float(scale)
-        self._next_seed = TRAIN_SEED_OFFSET + 1000 * int(seed)
+        self._next_seed = (TRAIN_SEED_OFFSET + 1000 * int(seed) if first_episode_seed is None
+                           else int(first_episode_seed))
         self._t = np.zeros(self.n)
         self._x = np.zeros((self.n, self.in_dim), np.float32)
         self._state = [None] * self.n
@@ -227,6 +244,7 @@ class TrainResult:
     history: list = field(default_factory=list)
     wall_s: float = 0.0
     env_steps: int = 0
+    selection: dict = field(default_factory=dict)     # held-out checkpoint selection (PPO with val_every)
 
 
 def _payload(res: TrainResult, base: Path, base_sha: str, cfg, base_num_steps) -> dict:
@@ -234,7 +252,30 @@ def _payload(res: TrainResult, base: Path, base_sha: str, cfg, base_num_steps) -
             "actor": {"in_dim": res.actor.in_dim, "act_dim": res.actor.act_dim, "hidden": list(res.actor.hidden)},
             "actor_state": res.actor.state_dict(), "base_artifact": str(base), "base_sha256": base_sha,
             "base_num_steps": base_num_steps, "task": cfg.task, "dr": cfg.dr, "history": res.history,
-            "env_steps": res.env_steps, "wall_s": res.wall_s}
+            "env_steps": res.env_steps, "wall_s": res.wall_s, "selection": res.selection}
+
+
+def validate_residual(base: Path, actor: ResidualActor | None, cfg, episodes: int) -> float:
+    """Success rate of the deterministic residual (``actor=None``: the base alone) on the validation seeds."""
+    venv = ResidualVecEnv(base, min(cfg.num_envs, episodes), task=cfg.task, dr=cfg.dr, safety=cfg.safety,
+                          base_num_steps=cfg.base_num_steps, scale=cfg.residual_scale, seed=cfg.seed,
+                          first_episode_seed=VAL_SEED_OFFSET)
+    x = venv.reset()
+    started = venv.n                      # episodes begun so far; each env runs episodes in seed order
+    done: list[bool] = []
+    active = np.ones(venv.n, bool)
+    while active.any():
+        with torch.no_grad():
+            u = actor(torch.as_tensor(x)).numpy() if actor is not None else np.zeros((venv.n, venv.act_dim))
+        x, _r, _te, _tr, info = venv.step(squash(u, cfg.residual_scale) if actor is not None else u)
+        for i, ok in zip(info["done_idx"], info["success"]):
+            if active[i]:
+                done.append(ok)
+                if started < episodes:
+                    started += 1          # the env already reset onto the next validation seed
+                else:
+                    active[i] = False
+    return float(np.mean(done[:episodes]))
 
 
 def train_ppo(base: str | Path, cfg: ResidualPPOConfig, out: str | Path | None = None, log=print) -> TrainResult:
@@ -255,6 +296,13 @@ def train_ppo(base: str | Path, cfg: ResidualPPOConfig, out: str | Path | None =
     res = TrainResult(ac.actor, cfg, "ppo")
     x = venv.reset()
     successes, magnitudes = [], []
+    best = -1.0
+    if cfg.val_every and out is not None:
+        best = validate_residual(base, None, cfg, cfg.val_episodes)
+        res.selection = {"update": 0, "env_steps": 0, "val_success": best, "val_episodes": cfg.val_episodes,
+                         "val_seeds": [VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_episodes - 1], "base_val": best}
+        log(json.dumps({"validation": "base alone", **res.selection}))
+        save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
     t0 = time.perf_counter()
     for upd in range(n_updates):
         if cfg.anneal_lr:
@@ -285,7 +333,23 @@ def train_ppo(base: str | Path, cfg: ResidualPPOConfig, out: str | Path | None =
             log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
             successes, magnitudes = [], []
         stop = cfg.max_wall_s > 0 and res.wall_s > cfg.max_wall_s
-        if out is not None and ((upd + 1) % cfg.checkpoint_every == 0 or stop or upd == n_updates - 1):
+        last = stop or upd == n_updates - 1
+        if out is not None and cfg.val_every:
+            if (upd + 1) % cfg.checkpoint_every == 0 or last:
+                save_checkpoint(Path(out).with_name("residual_last.pt"), _payload(res, base, base_sha, cfg,
+                                                                                  base_num_steps))
+            if (upd + 1) % cfg.val_every == 0 or last:
+                score = validate_residual(base, ac.actor, cfg, cfg.val_episodes)
+                row = {"validation": "residual", "update": upd + 1, "env_steps": res.env_steps,
+                       "val_success": score, "best": max(best, score)}
+                log(json.dumps(row))
+                res.history.append(row)
+                if score > best:
+                    best = score
+                    res.selection = {**res.selection, "update": upd + 1, "env_steps": res.env_steps,
+                                     "val_success": score}
+                    save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
+        elif out is not None and ((upd + 1) % cfg.checkpoint_every == 0 or last):
             save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
         if stop:
             log(json.dumps({"stopped": "max_wall_s", "update": upd + 1, "env_steps": res.env_steps}))

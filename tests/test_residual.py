@@ -174,6 +174,22 @@ def test_safety_filter_runs_on_the_sum_of_base_and_bounded_correction(base, trai
     assert np.all(np.abs(rt.residual(x)) <= 0.1 + 1e-6)
 
 
+def test_ppo_keeps_the_checkpoint_best_on_held_out_validation_seeds(base, tmp_path):
+    cfg = ResidualPPOConfig(task=TASK, num_envs=2, num_steps=8, total_steps=32, update_epochs=1, num_minibatches=2,
+                            base_num_steps=2, init_log_std=0.5, learning_rate=1e-2, val_every=1, val_episodes=2)
+    res = train_ppo(base, cfg, out=tmp_path / "residual.pt", log=lambda _line: None)
+    vals = [r for r in res.history if "val_success" in r]
+    assert [r["update"] for r in vals] == [1, 2]
+    sel = load_checkpoint(tmp_path / "residual.pt")["selection"]
+    assert sel["val_seeds"] == [50_000, 50_001] and 0.0 <= sel["base_val"] <= 1.0
+    # the kept checkpoint is the best validation score seen (the base alone at update 0 included)
+    assert sel["val_success"] == max([sel["base_val"]] + [r["val_success"] for r in vals])
+    assert load_checkpoint(tmp_path / "residual_last.pt")["env_steps"] == 32
+    if sel["update"] == 0:        # nothing beat the base: the kept residual is the zero-initialised one
+        mu = load_checkpoint(tmp_path / "residual.pt")["actor_state"]["mu.weight"]
+        assert float(mu.abs().max()) == 0.0
+
+
 def test_sac_with_base_demonstrations_runs_and_checkpoints(base, tmp_path):
     cfg = ResidualSACConfig(task=TASK, num_envs=2, total_steps=24, demo_episodes=1, batch_size=16,
                             learning_starts=8, updates_per_step=0.5, base_num_steps=2, hidden=(32, 32))

@@ -32,6 +32,10 @@ def add_train_arguments(p) -> None:
     _add(g, "--max-wall-s", type=float, default=0.0, help="stop after this much training time (0: no limit)")
     _add(g, "--no-dr", action="store_true", help="train without domain randomization")
     _add(g, "--no-safety", action="store_true", help="train without the safety filter in the loop")
+    _add(g, "--val-every", type=int, default=0,
+         help="ppo: validate the mean residual every N updates on held-out seeds (50000+) and keep the best "
+              "as residual.pt (the last as residual_last.pt); 0 = keep the last")
+    _add(g, "--val-episodes", type=int, default=40, help="ppo: episodes per validation (default 40)")
     _add(g, "--demo-episodes", type=int, default=None, help="sac: base rollouts for the offline buffer (default 20)")
 
 
@@ -75,7 +79,8 @@ def run_train(args) -> int:
     if getattr(args, "num_envs", None) is not None:
         common["num_envs"] = args.num_envs
     if algo == "ppo":
-        cfg = rtr.ResidualPPOConfig(**common)
+        cfg = rtr.ResidualPPOConfig(**common, val_every=int(getattr(args, "val_every", 0) or 0),
+                                    val_episodes=int(getattr(args, "val_episodes", 40) or 40))
         while (cfg.num_envs * cfg.num_steps) % cfg.num_minibatches:
             cfg.num_minibatches -= 1
     else:
@@ -101,13 +106,15 @@ def run_train(args) -> int:
 
         res = (rtr.train_ppo if algo == "ppo" else rtr.train_sac)(base, cfg, out=ck, log=log)
     os.replace(tmp_log, log_path)
-    plot_curve([r for r in res.history if "success_rate" in r], out / "training_curve.png")
+    plot_curve([r for r in res.history if "success_rate" in r], out / "training_curve.png",
+               [r for r in res.history if "val_success" in r])
     print(json.dumps({"checkpoint": str(ck), "algo": algo, "env_steps": res.env_steps,
-                      "train_wall_s": round(res.wall_s, 1)}), flush=True)
+                      "train_wall_s": round(res.wall_s, 1), **({"selected": res.selection} if res.selection else {})}),
+          flush=True)
     return 0
 
 
-def plot_curve(rows: list[dict], path: Path) -> None:
+def plot_curve(rows: list[dict], path: Path, val_rows: list[dict] = ()) -> None:
     if not rows:
         return
     import os
@@ -118,9 +125,14 @@ def plot_curve(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.plot([r["env_steps"] for r in rows], [r["success_rate"] for r in rows], lw=1.2)
+    ax.plot([r["env_steps"] for r in rows], [r["success_rate"] for r in rows], lw=1.2,
+            label="training episodes (exploration on)")
+    if val_rows:
+        ax.plot([r["env_steps"] for r in val_rows], [r["val_success"] for r in val_rows], "o-", ms=3, lw=1.0,
+                label="held-out validation (mean residual)")
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_xlabel("env steps")
-    ax.set_ylabel("training success rate (DR, exploration on)")
+    ax.set_ylabel("success rate (DR)")
     ax.set_ylim(0, 1.05)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
