@@ -335,3 +335,17 @@ def test_training_stream_limits_match_the_deployed_safety_filter_command_for_com
         want = filt.filter(cmd, k * 0.02, st)
         got = lim(np.stack([cmd, cmd]))
         assert np.allclose(got[0], want, atol=1e-12) and np.allclose(got[1], want, atol=1e-12)
+
+
+def test_cli_trains_exports_and_evaluates_the_g1_legs(tmp_path, capsys):
+    from onboard.cli import main
+
+    out = tmp_path / "g1"
+    assert main(["train", "--policy", "humanoid", "--task", "stand", "--total-steps", "96", "--num-envs", "4",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert (out / "policy.pt").is_file() and (out / "policy.onnx").is_file()
+    assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--episodes", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "runtime_safety_mujoco_dr" in printed and "runtime_safety_pybullet" in printed
+    (out / "policy.pt").unlink()
+    assert main(["eval", str(out / "policy.onnx"), "--episodes", "1"]) == 2      # names the missing checkpoint

@@ -3,16 +3,10 @@ in closed loop without DDS, then sim + policy nodes over real DDS through `onboa
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
-import threading
 
 import numpy as np
 import pytest
-
-from onboard.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -161,74 +155,51 @@ def test_policy_node_reports_a_bad_artifact_instead_of_commanding(tmp_path):
 @pytest.mark.ros
 def test_launch_ramps_the_g1_to_active_over_dds_and_damps_when_the_sim_dies(artifact):
     pytest.importorskip("rclpy")
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import Float64MultiArray
 
     from onboard.spec import load_robot
-    from ros_fixtures import group_alive, spin_until
-    from ros_nodes.common import make_executor, read_diagnostic
+    from ros_fixtures import Launched
+    from ros_nodes.common import read_diagnostic
     from ros_nodes.humanoid_common import JOINT_CMD_TOPIC, read_joint_cmd
 
-    env = dict(os.environ, MUJOCO_GL="egl", ORT_DISABLE_TELEMETRY="1")
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "onboard.cli", "launch", "launch/humanoid_sim.launch.yaml", f"policy:={artifact}",
-         "gantry_release_s:=-1.0", "--no-ros2"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: [lines.append(x) for x in runner.stdout], daemon=True)
-    reader.start()
-    rclpy.init()
-    node = rclpy.create_node("g1_e2e_probe")
-    seen = {"cmd": [], "diag": []}
-    node.create_subscription(Float64MultiArray, JOINT_CMD_TOPIC, lambda m: seen["cmd"].append(read_joint_cmd(m)), 50)
-    node.create_subscription(DiagnosticArray, "/diagnostics",
-                             lambda m: seen["diag"].extend(read_diagnostic(s) for s in m.status), 50)
-    ex = make_executor("events")
-    ex.add_node(node)
     sim_pid: list[int] = []
+    with Launched("launch/humanoid_sim.launch.yaml", f"policy:={artifact}", "gantry_release_s:=-1.0",
+                  probe="g1_e2e_probe") as run:
+        seen = {"cmd": [], "diag": []}
+        run.node.create_subscription(Float64MultiArray, JOINT_CMD_TOPIC,
+                                     lambda m: seen["cmd"].append(read_joint_cmd(m)), 50)
+        run.node.create_subscription(DiagnosticArray, "/diagnostics",
+                                     lambda m: seen["diag"].extend(read_diagnostic(s) for s in m.status), 50)
 
-    def policy_diag():
-        return [d for d in seen["diag"] if d["name"].startswith("humanoid_policy_node")]
+        def policy_diag():
+            return [d for d in seen["diag"] if d["name"].startswith("humanoid_policy_node")]
 
-    try:
-        active = lambda: any(d.get("state") == "ACTIVE" for d in policy_diag())        # noqa: E731
-        assert spin_until(ex, active, 40), "".join(lines[-30:])
-        assert policy_diag()[-1]["transitions"] == "ZERO_TORQUE>RAMP>ACTIVE"
-        lim = load_robot("g1_12dof").limits.position
-        q = np.array([c[0] for c in seen["cmd"]])
-        assert len(q) > 100 and np.all(q >= lim[:, 0] - 1e-9) and np.all(q <= lim[:, 1] + 1e-9)
-        sim_pid += [int(p) for n, p in re.findall(r"started \[(\w+)\] pid (\d+)", "".join(lines))
-                    if n == "humanoid_sim_node"]
-        assert sim_pid, "".join(lines[-30:])
-        # The sim freezes (SIGSTOP: the launch runner would end the launch on a killed node): silence.
-        os.kill(sim_pid[0], signal.SIGSTOP)
-        damping = lambda: any(d.get("state") == "DAMPING" for d in policy_diag())     # noqa: E731
-        assert spin_until(ex, damping, 10), policy_diag()[-1]
-        d = [x for x in policy_diag() if x.get("state") == "DAMPING"][-1]
-        assert d["transitions"] == "ZERO_TORQUE>RAMP>ACTIVE>DAMPING" and "watchdog" in d["reason"]
-        n0 = len(seen["cmd"])
-        spin_until(ex, lambda: len(seen["cmd"]) > n0 + 20, 3)
-        assert not seen["cmd"][-1][1].any()                                          # kp = 0: damping
-    finally:
-        for pid in sim_pid:
-            try:
-                os.kill(pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.shutdown()
-        runner.send_signal(signal.SIGINT)
         try:
-            runner.wait(timeout=20)
+            active = lambda: any(d.get("state") == "ACTIVE" for d in policy_diag())        # noqa: E731
+            assert run.spin_until(active, 40), run.tail()
+            assert policy_diag()[-1]["transitions"] == "ZERO_TORQUE>RAMP>ACTIVE"
+            lim = load_robot("g1_12dof").limits.position
+            q = np.array([c[0] for c in seen["cmd"]])
+            assert len(q) > 100 and np.all(q >= lim[:, 0] - 1e-9) and np.all(q <= lim[:, 1] + 1e-9)
+            sim_pid += run.started("humanoid_sim_node")
+            assert sim_pid, run.tail()
+            # The sim freezes (SIGSTOP: the launch runner would end the launch on a killed node): silence.
+            os.kill(sim_pid[0], signal.SIGSTOP)
+            damping = lambda: any(d.get("state") == "DAMPING" for d in policy_diag())     # noqa: E731
+            assert run.spin_until(damping, 10), policy_diag()[-1]
+            d = [x for x in policy_diag() if x.get("state") == "DAMPING"][-1]
+            assert d["transitions"] == "ZERO_TORQUE>RAMP>ACTIVE>DAMPING" and "watchdog" in d["reason"]
+            n0 = len(seen["cmd"])
+            run.spin_until(lambda: len(seen["cmd"]) > n0 + 20, 3)
+            assert not seen["cmd"][-1][1].any()                                          # kp = 0: damping
         finally:
-            if runner.poll() is None:
-                os.killpg(runner.pid, signal.SIGKILL)
-        reader.join(5)
-    text = "".join(lines)
-    started = [int(p) for p in re.findall(r"started \[\w+\] pid (\d+)", text)]
-    assert len(started) == 2 and not [p for p in started if group_alive(p)], "orphaned processes after shutdown"
+            for pid in sim_pid:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+    run.assert_clean_shutdown(nodes=2)
 
 
 def test_loop_timer_reports_period_error_and_state_to_command_latency_percentiles():

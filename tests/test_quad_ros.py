@@ -1,17 +1,8 @@
 """The quadrotor over ROS 2: the node logic in closed loop without DDS, then sim + policy over real DDS."""
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
-
 import numpy as np
 import pytest
-
-from onboard.paths import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -92,38 +83,27 @@ def test_quad_policy_node_reports_a_bad_artifact_instead_of_flying(tmp_path):
 @pytest.mark.ros
 def test_launch_flies_the_simulated_quadrotor_to_its_setpoint_over_dds_and_shuts_down_cleanly(artifact):
     pytest.importorskip("rclpy")
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import Odometry
     from std_msgs.msg import Float64MultiArray
 
-    from ros_fixtures import group_alive, spin_until
-    from ros_nodes.common import make_executor, read_diagnostic, sensor_qos
+    from ros_fixtures import Launched
+    from ros_nodes.common import read_diagnostic, sensor_qos
 
-    env = dict(os.environ, MUJOCO_GL="egl", ORT_DISABLE_TELEMETRY="1")
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "onboard.cli", "launch", "launch/quad_sim.launch.yaml", f"policy:={artifact}",
-         "start_pos:=[0.4, -0.3, 0.7]", "setpoint:=[0.0, 0.0, 1.0]", "--no-ros2"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: [lines.append(x) for x in runner.stdout], daemon=True)
-    reader.start()
-    rclpy.init()
-    node = rclpy.create_node("quad_e2e_probe")
-    seen = {"pos": [], "cmd": [], "diag": []}
-    node.create_subscription(Odometry, "/quad/odom", lambda m: seen["pos"].append(
-        np.array([m.pose.pose.position.x, m.pose.pose.position.y, m.pose.pose.position.z])), sensor_qos(50))
-    node.create_subscription(Float64MultiArray, "/quad/cmd", lambda m: seen["cmd"].append(np.array(m.data)), 50)
-    node.create_subscription(DiagnosticArray, "/diagnostics",
-                             lambda m: seen["diag"].extend(read_diagnostic(s) for s in m.status), 50)
-    ex = make_executor("events")
-    ex.add_node(node)
-    try:
-        assert spin_until(ex, lambda: len(seen["cmd"]) > 0 and len(seen["pos"]) > 0, 45), "".join(lines[-30:])
+    with Launched("launch/quad_sim.launch.yaml", f"policy:={artifact}", "start_pos:=[0.4, -0.3, 0.7]",
+                  "setpoint:=[0.0, 0.0, 1.0]", probe="quad_e2e_probe") as run:
+        node = run.node
+        seen = {"pos": [], "cmd": [], "diag": []}
+        node.create_subscription(Odometry, "/quad/odom", lambda m: seen["pos"].append(
+            np.array([m.pose.pose.position.x, m.pose.pose.position.y, m.pose.pose.position.z])), sensor_qos(50))
+        node.create_subscription(Float64MultiArray, "/quad/cmd", lambda m: seen["cmd"].append(np.array(m.data)), 50)
+        node.create_subscription(DiagnosticArray, "/diagnostics",
+                                 lambda m: seen["diag"].extend(read_diagnostic(s) for s in m.status), 50)
+        assert run.spin_until(lambda: len(seen["cmd"]) > 0 and len(seen["pos"]) > 0, 45), run.tail()
         near = lambda: len(seen["pos"]) > 0 and np.linalg.norm(seen["pos"][-1] - [0, 0, 1.0]) < 0.1   # noqa: E731
-        assert spin_until(ex, near, 15), f"did not reach the setpoint: {seen['pos'][-1]}"
+        assert run.spin_until(near, 15), f"did not reach the setpoint: {seen['pos'][-1]}"
         n0 = len(seen["pos"])
-        spin_until(ex, lambda: len(seen["pos"]) >= n0 + 150, 5)                  # ~1.5 s more
+        run.spin_until(lambda: len(seen["pos"]) >= n0 + 150, 5)                  # ~1.5 s more
         held = np.array(seen["pos"][n0:])
         assert len(held) > 50 and np.linalg.norm(held - [0, 0, 1.0], axis=1).max() < 0.1     # holds
         c = np.array(seen["cmd"])
@@ -132,18 +112,4 @@ def test_launch_flies_the_simulated_quadrotor_to_its_setpoint_over_dds_and_shuts
         assert pol and pol[-1]["state"] == "running" and int(pol[-1]["interventions"]) > 0
         sim = [d for d in seen["diag"] if d["name"].startswith("quad_sim_node")]
         assert sim and sim[-1]["crashes"] == "0"
-    finally:
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.shutdown()
-        runner.send_signal(signal.SIGINT)
-        try:
-            runner.wait(timeout=20)
-        finally:
-            if runner.poll() is None:
-                os.killpg(runner.pid, signal.SIGKILL)
-        reader.join(5)
-    text = "".join(lines)
-    assert runner.returncode == 0, text[-3000:]
-    pids = [int(p) for p in re.findall(r"started \[\w+\] pid (\d+)", text)]
-    assert len(pids) == 2 and not [p for p in pids if group_alive(p)], "orphaned processes after shutdown"
+    run.assert_clean_shutdown(nodes=2)

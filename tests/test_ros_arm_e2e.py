@@ -9,17 +9,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
 
-from onboard.paths import REPO_ROOT  # noqa: E402
-from ros_fixtures import group_alive, session_artifact, spin_until  # noqa: E402
+from ros_fixtures import Launched, session_artifact, spin_until  # noqa: E402
 from ros_tiny_artifact import GOAL_Q, PANDA  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -31,34 +27,22 @@ def artifact(tmp_path_factory):
 
 
 def test_launch_drives_the_simulated_arm_to_the_goal_safely_holds_on_stale_state_and_shuts_down_cleanly(artifact):
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
 
-    from ros_nodes.common import make_executor, read_diagnostic, sensor_qos
+    from ros_nodes.common import read_diagnostic, sensor_qos
 
-    env = dict(os.environ, MUJOCO_GL="egl", ORT_DISABLE_TELEMETRY="1")
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "onboard.cli", "launch", "launch/arm_sim.launch.yaml", f"policy:={artifact}",
-         "sim_respawn:=true", "sim_respawn_delay:=60", "dr:=false", "--no-ros2"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: [lines.append(x) for x in runner.stdout], daemon=True)
-    reader.start()
-
-    rclpy.init()
-    node = rclpy.create_node("e2e_probe")
-    seen = {"q": [], "cmd": [], "diag": []}
-    node.create_subscription(JointState, "/joint_states", lambda m: seen["q"].append(np.array(m.position[:7])),
-                             sensor_qos(50))
-    node.create_subscription(Float64MultiArray, "/forward_position_controller/commands",
-                             lambda m: seen["cmd"].append(np.array(m.data)), 50)
-    node.create_subscription(DiagnosticArray, "/diagnostics",
-                             lambda m: seen["diag"].extend(read_diagnostic(s) for s in m.status), 50)
-    ex = make_executor("events")
-    ex.add_node(node)
-    try:
+    with Launched("launch/arm_sim.launch.yaml", f"policy:={artifact}", "sim_respawn:=true",
+                  "sim_respawn_delay:=60", "dr:=false", probe="e2e_probe") as run:
+        node, ex, lines = run.node, run.ex, run.lines
+        seen = {"q": [], "cmd": [], "diag": []}
+        node.create_subscription(JointState, "/joint_states", lambda m: seen["q"].append(np.array(m.position[:7])),
+                                 sensor_qos(50))
+        node.create_subscription(Float64MultiArray, "/forward_position_controller/commands",
+                                 lambda m: seen["cmd"].append(np.array(m.data)), 50)
+        node.create_subscription(DiagnosticArray, "/diagnostics",
+                                 lambda m: seen["diag"].extend(read_diagnostic(s) for s in m.status), 50)
         # 1. commands reach the simulated arm and it moves toward the goal
         assert spin_until(ex, lambda: len(seen["q"]) > 0 and len(seen["cmd"]) > 0, 60), "".join(lines[-30:])
         d0 = np.abs(PANDA.default_pose - GOAL_Q).max()     # the sim starts at the ready pose (+-0.02 rad)
@@ -86,20 +70,5 @@ def test_launch_drives_the_simulated_arm_to_the_goal_safely_holds_on_stale_state
         spin_until(ex, lambda: len(seen["cmd"]) >= held + 5, 5)
         tail = np.array(seen["cmd"][held:])
         assert len(tail) and np.abs(np.diff(tail, axis=0)).max(initial=0) < 1e-3   # holding still
-    finally:
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.shutdown()
-        # 4. clean shutdown: SIGINT to the runner ends everything, no orphans
-        runner.send_signal(signal.SIGINT)
-        try:
-            runner.wait(timeout=20)
-        finally:
-            if runner.poll() is None:
-                os.killpg(runner.pid, signal.SIGKILL)
-        reader.join(5)
-    text = "".join(lines)
-    assert runner.returncode == 0, text[-3000:]
-    pids = [int(p) for p in re.findall(r"started \[\w+\] pid (\d+)", text)]
-    assert len(pids) >= 2
-    assert not [p for p in pids if group_alive(p)], "orphaned processes after shutdown"
+    # 4. clean shutdown: SIGINT to the runner ends everything, no orphans
+    run.assert_clean_shutdown(nodes=2)

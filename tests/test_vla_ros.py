@@ -7,19 +7,12 @@ DDS) and switches instructions on ``/policy_node/instruction``.
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
-
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
 
-from onboard.paths import REPO_ROOT  # noqa: E402
-from ros_fixtures import group_alive, spin_until  # noqa: E402
+from ros_fixtures import Launched  # noqa: E402
 from ros_nodes.policy_node import HOLD_INSTRUCTION, RUNNING, PolicyLoop  # noqa: E402
 from vla_tiny import IMG, INSTRUCTIONS, session_vla_artifact  # noqa: E402
 
@@ -108,66 +101,38 @@ def test_an_empty_or_unknown_instruction_is_reported_and_holds_the_arm(artifact,
 
 
 def test_instruction_change_over_dds_with_the_language_scene(artifact):
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from std_msgs.msg import Float64MultiArray, String
 
-    from ros_nodes.common import command_qos, latched_qos, make_executor, read_diagnostic
+    from ros_nodes.common import command_qos, latched_qos, read_diagnostic
 
-    env = dict(os.environ, MUJOCO_GL="egl", ORT_DISABLE_TELEMETRY="1")
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "onboard.cli", "launch", "launch/arm_vla_sim.launch.yaml", f"policy:={artifact}",
-         f"instruction:={INSTRUCTIONS[0]}", "dr:=false", "--no-ros2"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: [lines.append(x) for x in runner.stdout], daemon=True)
-    reader.start()
-
-    rclpy.init()
-    node = rclpy.create_node("vla_probe")
-    seen = {"active": [], "cmd": [], "diag": []}
-    node.create_subscription(String, "/policy_node/active_instruction", lambda m: seen["active"].append(m.data),
-                             latched_qos())
-    node.create_subscription(Float64MultiArray, "/forward_position_controller/commands",
-                             lambda m: seen["cmd"].append(np.array(m.data)), 50)
-    node.create_subscription(DiagnosticArray, "/diagnostics",
-                             lambda m: seen["diag"].extend(read_diagnostic(s) for s in m.status), 50)
-    pub = node.create_publisher(String, "/policy_node/instruction", command_qos())
-    ex = make_executor("events")
-    ex.add_node(node)
-    try:
+    with Launched("launch/arm_vla_sim.launch.yaml", f"policy:={artifact}", f"instruction:={INSTRUCTIONS[0]}",
+                  "dr:=false", probe="vla_probe") as run:
+        seen = {"active": [], "cmd": [], "diag": []}
+        node = run.node
+        node.create_subscription(String, "/policy_node/active_instruction", lambda m: seen["active"].append(m.data),
+                                 latched_qos())
+        node.create_subscription(Float64MultiArray, "/forward_position_controller/commands",
+                                 lambda m: seen["cmd"].append(np.array(m.data)), 50)
+        node.create_subscription(DiagnosticArray, "/diagnostics",
+                                 lambda m: seen["diag"].extend(read_diagnostic(s) for s in m.status), 50)
+        pub = node.create_publisher(String, "/policy_node/instruction", command_qos())
         # 1. the first instruction (a launch argument) drives the arm from both camera topics
-        assert spin_until(ex, lambda: INSTRUCTIONS[0] in seen["active"] and len(seen["cmd"]) > 3, 90), \
-            "".join(lines[-30:])
+        assert run.spin_until(lambda: INSTRUCTIONS[0] in seen["active"] and len(seen["cmd"]) > 3, 90), run.tail()
         # 2. a new instruction takes effect at a later chunk boundary, echoed once it does
         n_cmd = len(seen["cmd"])
-        assert spin_until(ex, lambda: (pub.publish(String(data=INSTRUCTIONS[1])) or
+        assert run.spin_until(lambda: (pub.publish(String(data=INSTRUCTIONS[1])) or
                                        seen["active"][-1] == INSTRUCTIONS[1]), 30), seen["active"]
         assert len(seen["cmd"]) > n_cmd
         # 3. an empty instruction: reported, and the arm holds still
         n_diag = len(seen["diag"])
-        assert spin_until(ex, lambda: (pub.publish(String(data="")) or any(
+        assert run.spin_until(lambda: (pub.publish(String(data="")) or any(
             d.get("state") == HOLD_INSTRUCTION for d in seen["diag"][n_diag:])), 20), seen["diag"][-1:]
         hold = [d for d in seen["diag"][n_diag:] if d.get("state") == HOLD_INSTRUCTION][-1]
         assert "holding" in hold["message"] and "empty" in hold["instruction_error"]
         held = len(seen["cmd"])
-        spin_until(ex, lambda: len(seen["cmd"]) >= held + 15, 15)
+        run.spin_until(lambda: len(seen["cmd"]) >= held + 15, 15)
         tail = np.array(seen["cmd"][held:])
         assert len(tail) >= 15 and np.all(np.isfinite(tail))
         assert np.abs(np.diff(tail[-5:], axis=0)).max() < 1e-9       # braked, then holding still
-    finally:
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.shutdown()
-        runner.send_signal(signal.SIGINT)
-        try:
-            runner.wait(timeout=20)
-        finally:
-            if runner.poll() is None:
-                os.killpg(runner.pid, signal.SIGKILL)
-        reader.join(5)
-    text = "".join(lines)
-    assert runner.returncode == 0, text[-3000:]
-    import re
-    pids = [int(p) for p in re.findall(r"started \[\w+\] pid (\d+)", text)]
-    assert len(pids) == 2 and not [p for p in pids if group_alive(p)], "orphaned processes after shutdown"
+    run.assert_clean_shutdown(nodes=2)

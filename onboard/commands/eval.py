@@ -70,6 +70,34 @@ def _run_vla(args) -> int:
     return 0
 
 
+def _robot_kind(args) -> str:
+    from onboard.spec import load_robot
+    return load_robot(args.robot or _contract(args.artifact).robot["name"]).kind
+
+
+def _run_humanoid(args) -> int:
+    """G1 legs: survival (and tracking for walk) through the runtime + safety filter, next to the torch policy
+    and the same artifact in PyBullet (``policies.humanoid_ppo.evaluate_artifacts``)."""
+    import json
+
+    from onboard.errors import OnboardError
+    from policies.humanoid_ppo import evaluate_artifacts
+
+    prefix = str(Path(args.artifact).with_suffix(""))
+    if not Path(prefix + ".pt").is_file():
+        raise OnboardError("the humanoid evaluation compares the artifact with its torch policy, whose "
+                           "checkpoint is missing", file=prefix + ".pt", field="artifact",
+                           fix="keep policy.pt beside policy.onnx (both written by `onboard train --policy humanoid`)")
+    task = args.task or "stand"
+    if task not in ("stand", "walk"):
+        raise OnboardError(f"unknown humanoid task '{task}'", field="--task", fix="use stand or walk")
+    out = evaluate_artifacts(prefix, task=task, episodes=args.episodes, pybullet_episodes=min(10, args.episodes),
+                             log=lambda line: None)
+    for name, r in out.items():
+        print(f"[eval] g1 {task} | {name} | " + json.dumps(r, default=str))
+    return 0
+
+
 def _is_quadrotor(args) -> bool:
     if (args.task or "").startswith("quad_"):
         return True
@@ -88,6 +116,8 @@ def run(args) -> int:
         return _run_quadrotor(args)
     if _is_vla(args):
         return _run_vla(args)
+    if _robot_kind(args) == "humanoid":
+        return _run_humanoid(args)
     args.task = args.task or "push"
     args.seed = 1000 if args.seed is None else args.seed
     from onboard.evaluation import EvalConfig, evaluate, plot_success

@@ -15,9 +15,9 @@ Observation keys default to every 1-D observation except velocities (see
 from __future__ import annotations
 
 HELP = ("Train a policy: diffusion on a LeRobot v3 dataset, or PPO for the quadrotor (--policy ppo --task "
-        "hover|track [--residual]), or the VLA (--policy vla --data DIR [--minutes M]); writes checkpoint.pt "
-        "and training_curve.png.")
-POLICIES = ("diffusion", "ppo", "residual", "vla")
+        "hover|track [--residual]), the VLA (--policy vla --data DIR [--minutes M]), or the G1 legs "
+        "(--policy humanoid --task stand|walk); writes checkpoint.pt and training_curve.png.")
+POLICIES = ("diffusion", "ppo", "residual", "vla", "humanoid")
 
 
 def add_arguments(p):
@@ -78,6 +78,8 @@ def run(args) -> int:
         return _run_ppo(args)
     if args.policy == "vla":
         return _run_vla(args)
+    if args.policy == "humanoid":
+        return _run_humanoid(args)
     if args.dataset is None:
         raise OnboardError("diffusion training needs a dataset", field="--dataset",
                            fix="pass --dataset FOLDER written by `onboard collect`")
@@ -112,6 +114,38 @@ def run(args) -> int:
     print(f"wrote {Path(args.out) / 'checkpoint.pt'} (step {result['step']}, loss {loss:.4f}"
           + (f", {sps:.1f} steps/s" if sps else "") + f") and {Path(args.out) / 'training_curve.png'}")
     return 0
+
+
+def _run_humanoid(args) -> int:
+    """G1 legs: PPO with the asymmetric critic (``policies.humanoid_ppo``) -> OUT/policy.pt + OUT/policy.onnx."""
+    from pathlib import Path
+
+    from onboard.errors import OnboardError
+    from policies import humanoid_ppo
+
+    task = "stand" if args.task == "track" else args.task        # "track" is the quadrotor default
+    if task not in ("stand", "walk"):
+        raise OnboardError(f"unknown humanoid task '{task}'", field="--task", fix="use stand or walk")
+    for name in ("total_steps", "num_envs"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise OnboardError(f"must be >= 1, got {v}", field=f"--{name.replace('_', '-')}", fix="pass a positive int")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    argv = ["--task", task, "--seed", str(args.seed), "--out", str(out / "policy"), "--eval-episodes", "0"]
+    if args.total_steps is not None:
+        argv += ["--total-steps", str(args.total_steps)]
+    if args.num_envs is not None:
+        argv += ["--num-envs", str(args.num_envs)]
+    if args.max_wall_s:
+        argv += ["--max-wall-s", str(args.max_wall_s)]
+    if args.no_dr:
+        argv.append("--no-dr")
+    print(f"train humanoid ({task}): PPO, asymmetric critic, DR {'off' if args.no_dr else 'on'} -> "
+          f"{out / 'policy.pt'}, {out / 'policy.onnx'}", flush=True)
+    rc = humanoid_ppo.main(argv)
+    print(f"next: onboard eval {out / 'policy.onnx'} --task {task} --episodes 100")
+    return rc
 
 
 def _run_vla(args) -> int:
