@@ -210,7 +210,6 @@ class LoopTimer:
 
 
 def main(argv=None) -> int:
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.clock import Clock, ClockType
     from rclpy.node import Node
@@ -218,15 +217,14 @@ def main(argv=None) -> int:
     from sensor_msgs.msg import Imu, JointState
     from std_msgs.msg import Float64MultiArray
 
-    from ros_nodes.common import (StateError, command_qos, diagnostic_status, joint_state_arrays, make_executor,
-                                  sensor_qos, spin_until_shutdown)
+    from ros_nodes.common import (StateError, command_qos, diagnostic_status, joint_state_arrays, run_node,
+                                  sensor_qos)
     from ros_nodes.humanoid_common import IMU_TOPIC, JOINT_CMD_TOPIC, JOINT_STATE_TOPIC, imu_arrays, joint_cmd_array
 
     argv = list(sys.argv if argv is None else argv)
     strict = "--strict" in remove_ros_args(argv)[1:]
-    rclpy.init(args=argv)
-    node = None
-    try:
+
+    def make_node():
         node = Node("humanoid_policy_node")
         from rcl_interfaces.msg import ParameterDescriptor
         any_num = ParameterDescriptor(dynamic_typing=True)     # "3" and "3.0" both read as numbers
@@ -239,8 +237,7 @@ def main(argv=None) -> int:
                                   hold_rate_hz=float(p("hold_rate_hz", 500.0, any_num).value))
         if not loop.ok:
             if strict or bool(p("strict", False).value):
-                print(f"humanoid_policy_node: error: {loop.error}", file=sys.stderr)
-                return 2
+                raise SystemExit(loop.error)
             node.get_logger().error(f"no policy: {loop.error} (the node stays up and never commands)")
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         now = lambda: steady.now().nanoseconds * 1e-9        # noqa: E731
@@ -290,16 +287,10 @@ def main(argv=None) -> int:
             node.get_logger().info(f"policy {c.policy_kind} for {c.robot['name']} at {c.control_rate_hz:g} Hz, "
                                    f"hold loop {loop.hold_rate_hz:g} Hz, safety {loop.safety_path} -> "
                                    f"{JOINT_CMD_TOPIC}")
-        ex = make_executor(p("executor", "events").value)
-        ex.add_node(node)
-        spin_until_shutdown(ex, node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        node.executor_kind = p("executor", "events").value
+        return node
+
+    return run_node("humanoid_policy_node", make_node, argv)
 
 
 if __name__ == "__main__":

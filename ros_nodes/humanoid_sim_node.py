@@ -134,22 +134,19 @@ class HumanoidSimCore:
 
 
 def main(argv=None) -> int:
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.clock import Clock, ClockType
     from rclpy.node import Node
     from sensor_msgs.msg import Imu, JointState
     from std_msgs.msg import Float64MultiArray
 
-    from onboard.errors import OnboardError
-    from ros_nodes.common import command_qos, diagnostic_status, make_executor, sensor_qos, spin_until_shutdown
+    from ros_nodes.common import command_qos, diagnostic_status, run_node, sensor_qos
     from ros_nodes.humanoid_common import (IMU_TOPIC, JOINT_CMD_TOPIC, JOINT_STATE_TOPIC, imu_msg, joint_state_msg,
                                            read_joint_cmd)
 
     argv = list(sys.argv if argv is None else argv)
-    rclpy.init(args=argv)
-    node = None
-    try:
+
+    def make_node():
         node = Node("humanoid_sim_node")
         from rcl_interfaces.msg import ParameterDescriptor
         any_num = ParameterDescriptor(dynamic_typing=True)     # "3" and "3.0" both read as numbers
@@ -195,19 +192,10 @@ def main(argv=None) -> int:
         node.create_timer(0.5, on_diag, clock=steady)
         node.get_logger().info(f"G1 legs sim at {rate:g} Hz: {JOINT_STATE_TOPIC}, {IMU_TOPIC} out, "
                                f"{JOINT_CMD_TOPIC} in; gantry release {core.gantry_release_s:g} s after the first gains")
-        ex = make_executor("events")
-        ex.add_node(node)
-        spin_until_shutdown(ex, node)
-    except OnboardError as exc:
-        print(f"humanoid_sim_node: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        node.executor_kind = "events"
+        return node
+
+    return run_node("humanoid_sim_node", make_node, argv)
 
 
 if __name__ == "__main__":

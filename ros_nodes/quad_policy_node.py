@@ -176,7 +176,6 @@ class QuadPolicyLoop:
 
 
 def main(argv=None) -> int:
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import Odometry
     from rclpy.node import Node
@@ -185,13 +184,12 @@ def main(argv=None) -> int:
     from std_msgs.msg import Float64MultiArray
 
     from ros_nodes.adapters.quad_common import CMD_TOPIC, IMU_TOPIC, ODOM_TOPIC, command_array
-    from ros_nodes.common import command_qos, diagnostic_status, make_executor, sensor_qos, spin_until_shutdown
+    from ros_nodes.common import command_qos, diagnostic_status, run_node, sensor_qos
 
     argv = list(sys.argv if argv is None else argv)
     strict = "--strict" in remove_ros_args(argv)[1:]
-    rclpy.init(args=argv)
-    node = None
-    try:
+
+    def make_node():
         node = Node("quad_policy_node")
         p = node.declare_parameter
         loop = QuadPolicyLoop(p("artifact", "").value, robot=p("robot", "crazyflie2x").value,
@@ -200,8 +198,7 @@ def main(argv=None) -> int:
                               state_timeout_s=float(p("state_timeout_s", 0.1).value))
         if not loop.ok:
             if strict or bool(p("strict", False).value):
-                print(f"quad_policy_node: error: {loop.error}", file=sys.stderr)
-                return 2
+                raise SystemExit(loop.error)
             node.get_logger().error(f"no policy: {loop.error} (the node stays up and never commands)")
         now = lambda: node.get_clock().now().nanoseconds * 1e-9        # noqa: E731
         pub = node.create_publisher(Float64MultiArray, CMD_TOPIC, command_qos())
@@ -239,16 +236,10 @@ def main(argv=None) -> int:
             node.get_logger().info(f"policy {c.policy_kind} for {c.robot['name']} at {c.control_rate_hz:g} Hz, "
                                    f"reference {loop.reference_kind} at {loop.setpoint.tolist()}, "
                                    f"safety {loop.safety_path} -> {CMD_TOPIC}")
-        ex = make_executor(p("executor", "events").value)
-        ex.add_node(node)
-        spin_until_shutdown(ex, node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        node.executor_kind = p("executor", "events").value
+        return node
+
+    return run_node("quad_policy_node", make_node, argv)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,6 @@ def imu_msg(st: dict, stamp):
 
 
 def main(argv=None) -> int:
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import Odometry
     from rclpy.clock import Clock, ClockType
@@ -163,14 +162,12 @@ def main(argv=None) -> int:
     from sensor_msgs.msg import Imu
     from std_msgs.msg import Float64MultiArray
 
-    from onboard.errors import OnboardError
     from ros_nodes.adapters.quad_common import CMD_TOPIC, IMU_TOPIC, ODOM_TOPIC, read_command
-    from ros_nodes.common import command_qos, diagnostic_status, make_executor, sensor_qos, spin_until_shutdown
+    from ros_nodes.common import command_qos, diagnostic_status, run_node, sensor_qos
 
     argv = list(sys.argv if argv is None else argv)
-    rclpy.init(args=argv)
-    node = None
-    try:
+
+    def make_node():
         node = Node("quad_sim_node")
         p = node.declare_parameter
         core = QuadSimCore(robot=p("robot", "crazyflie2x").value, seed=int(p("seed", 0).value),
@@ -217,19 +214,10 @@ def main(argv=None) -> int:
         node.create_timer(0.5, on_diag, clock=steady)
         node.get_logger().info(f"quad sim: {core.env.plant} plant, DR {'on' if core.env.randomizer else 'off'}, "
                                f"start {core.start_pos.tolist()}, {rate:g} Hz, commands on {CMD_TOPIC}")
-        ex = make_executor("events")
-        ex.add_node(node)
-        spin_until_shutdown(ex, node)
-    except OnboardError as exc:
-        print(f"quad_sim_node: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        node.executor_kind = "events"
+        return node
+
+    return run_node("quad_sim_node", make_node, argv)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ def test_launch_ramps_the_g1_to_active_over_dds_and_damps_when_the_sim_dies(arti
 
         try:
             active = lambda: any(d.get("state") == "ACTIVE" for d in policy_diag())        # noqa: E731
-            assert run.spin_until(active, 40), run.tail()
+            assert run.spin_until(active, 40), (policy_diag()[-1:], run.tail())
             assert policy_diag()[-1]["transitions"] == "ZERO_TORQUE>RAMP>ACTIVE"
             lim = load_robot("g1_12dof").limits.position
             q = np.array([c[0] for c in seen["cmd"]])
