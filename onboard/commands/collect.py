@@ -71,6 +71,34 @@ def run_teleop(args) -> int:
     return code.get("rc", 0)
 
 
+def play_expert_episode(env, expert, writer, seed: int, task: str | None = None):
+    """One scripted-expert episode into the writer's open episode (the caller saves or discards it).
+    Returns (reset info, last step info, steps); frames are labelled ``task``, else the episode's instruction."""
+    obs, reset_info = env.reset(seed=seed)
+    expert.reset(seed=reset_info["episode_seed"] % (2**32))
+    text = task if task is not None else reset_info["instruction"]
+    steps = 0
+    while True:
+        action = expert.act(obs)
+        frame = {f"observation.{k}": v for k, v in obs.items() if not k.startswith("image.")}
+        for cam in env.cameras:
+            frame[f"observation.images.{cam}"] = obs[f"image.{cam}"]
+        frame["action"] = action
+        writer.add_frame(frame, task=text)
+        obs, _, terminated, truncated, info = env.step(action)
+        steps += 1
+        if terminated or truncated:
+            return reset_info, info, steps
+
+
+def _finish(out, successes: int, wanted: int, attempts: int) -> int:
+    print(f"  dataset: {out.resolve()}")
+    if successes < wanted:
+        print(f"collect: only {successes}/{wanted} successful episodes after {attempts} attempts")
+        return 1
+    return 0
+
+
 def run(args) -> int:
     if getattr(args, "teleop", None):
         return run_teleop(args)
@@ -128,20 +156,9 @@ def run(args) -> int:
                               overwrite=args.overwrite, extra_info=extra_info) as writer:
         bar = tqdm(total=args.episodes, desc=f"collect {args.task}", unit="ep")
         while successes < args.episodes and attempts < max_attempts:
-            obs, info = env.reset(seed=args.seed * 100_003 + attempts)
-            expert.reset(seed=info["episode_seed"] % (2**32))
+            _, info, n = play_expert_episode(env, expert, writer, args.seed * 100_003 + attempts, instruction)
             attempts += 1
-            while True:
-                action = expert.act(obs)
-                frame = {f"observation.{k}": v for k, v in obs.items() if not k.startswith("image.")}
-                for cam in env.cameras:
-                    frame[f"observation.images.{cam}"] = obs[f"image.{cam}"]
-                frame["action"] = action
-                writer.add_frame(frame, task=instruction)
-                obs, _, terminated, truncated, info = env.step(action)
-                steps += 1
-                if terminated or truncated:
-                    break
+            steps += n
             if info["success"]:
                 writer.save_episode()
                 successes += 1
@@ -159,11 +176,7 @@ def run(args) -> int:
           f"({steps / max(wall, 1e-9):.0f} steps/s), DR {'off' if dr is False else 'on'}")
     if any(r is not None for r in routes):
         print(f"  routes: {routes}")
-    print(f"  dataset: {out.resolve()}")
-    if successes < args.episodes:
-        print(f"collect: only {successes}/{args.episodes} successful episodes after {attempts} attempts")
-        return 1
-    return 0
+    return _finish(out, successes, args.episodes, attempts)
 
 
 def run_lang(args) -> int:
@@ -210,20 +223,9 @@ def run_lang(args) -> int:
                               overwrite=args.overwrite, extra_info=extra_info) as writer:
         bar = tqdm(total=args.episodes, desc="collect lang", unit="ep")
         while successes < args.episodes and attempts < max_attempts:
-            obs, info = env.reset(seed=args.seed * 100_003 + attempts)
-            expert.reset(seed=info["episode_seed"] % (2**32))
+            info, step_info, n = play_expert_episode(env, expert, writer, args.seed * 100_003 + attempts)
             attempts += 1
-            while True:
-                action = expert.act(obs)
-                frame = {f"observation.{k}": v for k, v in obs.items() if not k.startswith("image.")}
-                for cam in env.cameras:
-                    frame[f"observation.images.{cam}"] = obs[f"image.{cam}"]
-                frame["action"] = action
-                writer.add_frame(frame, task=info["instruction"])
-                obs, _, terminated, truncated, step_info = env.step(action)
-                steps += 1
-                if terminated or truncated:
-                    break
+            steps += n
             won, tried = per_task.get(info["task"], (0, 0))
             per_task[info["task"]] = (won + bool(step_info["success"]), tried + 1)
             if step_info["success"]:
@@ -242,8 +244,4 @@ def run_lang(args) -> int:
           f"(expert success rate {rate:.1%}), {steps} env steps in {wall:.1f} s "
           f"({steps / max(wall, 1e-9):.0f} steps/s), DR {'off' if dr is False else 'on'}, cameras {list(cameras)}")
     print("  per task (successes/attempts): " + ", ".join(f"{k} {w}/{n}" for k, (w, n) in sorted(per_task.items())))
-    print(f"  dataset: {out.resolve()}")
-    if successes < args.episodes:
-        print(f"collect: only {successes}/{args.episodes} successful episodes after {attempts} attempts")
-        return 1
-    return 0
+    return _finish(out, successes, args.episodes, attempts)
