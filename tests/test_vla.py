@@ -314,3 +314,32 @@ def test_tiny_train_export_evaluate_in_the_language_env(tmp_path):
     cmds = np.stack(cmds)
     assert np.all(np.isfinite(cmds)) and rt.stats["chunks"] >= 1
     assert np.all(cmds[:, :7] >= lo - 1e-6) and np.all(cmds[:, :7] <= hi + 1e-6)
+
+
+def test_grounding_labels_encode_the_named_cubes_lane_and_task_per_frame():
+    from types import SimpleNamespace
+
+    from policies.vla.train import grounding_labels
+
+    eps = [{"episode_index": 0, "slot": "left", "lang_task": "push"},
+           {"episode_index": 1, "slot": "right", "lang_task": "pick_place"},
+           {"episode_index": 2, "slot": "center", "lang_task": "pick_place"}]
+    ds = SimpleNamespace(episodes=eps, episode_index=np.array([0, 0, 1, 2, 2]))
+    # lanes sorted by name: center 0, left 1, right 2; label = lane * 2 + task (push 0, pick_place 1)
+    assert grounding_labels(ds).tolist() == [2, 2, 5, 1, 1]
+    assert grounding_labels(SimpleNamespace(episodes=[{"episode_index": 0}], episode_index=np.zeros(3))) is None
+
+
+def test_the_grounding_head_is_training_only_and_reads_the_context():
+    import torch
+
+    from policies.vla.model import VLAConfig, VLAPolicy
+
+    cfg = VLAConfig(vocab_size=12, max_len=8, state_dim=11, action_dim=8, image_size=(IMG, IMG), d_model=32,
+                    n_heads=2, text_layers=1, fusion_layers=1, cnn_channels=(8, 16, 16), n_readout=2,
+                    head_down_dims=(16, 32), aux_classes=6)
+    m = VLAPolicy(cfg)
+    ids = torch.full((2, 8), 4, dtype=torch.long)
+    ctx = m.context(ids, ids != 0, [torch.zeros(2, IMG, IMG, 3, dtype=torch.uint8)] * 2, torch.zeros(2, 11))
+    assert m.aux(ctx).shape == (2, 6)
+    assert not any(name.startswith("aux") for name, _ in m.obs.named_parameters())   # not in any exported graph

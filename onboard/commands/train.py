@@ -185,7 +185,9 @@ def _run_vla(args) -> int:
     budget = f"{cfg.minutes:g} min or {cfg.steps} steps" if cfg.minutes else f"{cfg.steps} steps"
     print(f"train vla: {len(data.actions)} frames, {len(set(data.episode_index.tolist()))} episodes, "
           f"{len(data.tasks)} instructions, cameras {data.cameras} at {data.images[data.cameras[0]].shape[1:3]}, "
-          f"state {[k['name'] for k in data.state_spec]}, {budget}, batch {cfg.batch_size}", flush=True)
+          f"state {[k['name'] for k in data.state_spec]}, {budget}, batch {cfg.batch_size}, grounding loss "
+          + (f"on ({len(set(data.aux_label.tolist()) - {-1})} lane x task classes, weight {cfg.aux_weight})"
+             if data.aux_label is not None and cfg.aux_weight > 0 else "off"), flush=True)
     result = train(cfg, data, args.out, resume=args.resume, progress=not args.no_progress)
     sps = result.get("steps_per_second")
     loss = result["loss_history"][-1][1] if result["loss_history"] else float("nan")

@@ -68,6 +68,7 @@ class VLAConfig:
     time_scale: float = 100.0                      # flow time t in [0, 1] enters the sinusoid as t * scale
     pretrained_text_encoder: str | None = None     # local TorchScript file; None or absent: from scratch
     pretrained_text_dim: int = 0
+    aux_classes: int = 0                           # training-only grounding head on the context (0: none)
 
     @property
     def context_dim(self) -> int:
@@ -263,6 +264,10 @@ class VLAPolicy(nn.Module):
         self.text = TextEncoder(cfg)
         self.obs = ObservationEncoder(cfg)
         self.head = ActionHead(cfg)
+        # Training-only grounding head: which lane the named cube is in and which task, from the context.
+        # Not exported (the three graphs are text, obs and head); it gives the fusion a direct signal to
+        # bind the colour word to the image, which the flow loss alone learns slowly.
+        self.aux = nn.Linear(cfg.context_dim, cfg.aux_classes) if cfg.aux_classes else None
 
     def context(self, token_ids, token_mask, images, state) -> torch.Tensor:
         return self.obs(self.text(token_ids, token_mask), token_mask, images, state)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from onboard.errors import OnboardError
 from onboard.spec.normalize import normalize, stats_from_array
@@ -70,6 +71,7 @@ class VLATrainConfig:
     state_keys: tuple[str, ...] = DEFAULT_STATE_KEYS
     shift_pad: int = 4                   # random-shift augmentation, pixels
     word_dropout: float = 0.1
+    aux_weight: float = 0.5              # grounding loss (lane x task of the named cube); 0 turns it off
     # optimisation
     steps: int = 100_000
     minutes: float | None = None         # time budget; the schedule anneals over min(steps, minutes)
@@ -111,6 +113,7 @@ class VLAData:
     robot: str = ""
     control_rate_hz: float = 10.0
     meta: dict = field(default_factory=dict)
+    aux_label: np.ndarray | None = None  # (N,) grounding label per frame (lane x task), -1 unknown; None: no aux
 
     @property
     def cameras(self) -> list[str]:
@@ -157,6 +160,7 @@ def data_from_dataset(ds, *, state_keys=DEFAULT_STATE_KEYS, cameras: list[str] |
     if len(action_names) != actions.shape[1] and robot:
         from onboard.spec.robot import load_robot
         action_names = list(load_robot(robot).action_names)
+    aux_label = grounding_labels(ds)
     meta = {"dataset": str(getattr(ds, "root", source)), "total_episodes": info.get("total_episodes"),
             "total_frames": info.get("total_frames"), "task": "lang", "instructions": len(tasks)}
     for key in ("dr", "randomization", "dr_ranges", "calibration", "onboard"):
@@ -168,7 +172,22 @@ def data_from_dataset(ds, *, state_keys=DEFAULT_STATE_KEYS, cameras: list[str] |
                    actions=actions, episode_index=np.asarray(ds.episode_index),
                    task_index=np.asarray(ds.column("task_index")).reshape(-1).astype(np.int64),
                    tasks=tasks, corpus=corpus, action_names=list(action_names), robot=robot,
-                   control_rate_hz=float(info.get("fps", 10.0)), meta=meta)
+                   control_rate_hz=float(info.get("fps", 10.0)), meta=meta, aux_label=aux_label)
+
+
+GROUNDING_TASKS = ("push", "pick_place")
+
+
+def grounding_labels(ds) -> np.ndarray | None:
+    """Per-frame label ``lane * 2 + task`` from the episodes' ``slot`` and ``lang_task`` (written by
+    ``onboard collect --task lang``); None when the dataset does not record them."""
+    eps = ds.episodes
+    if not eps or not all(isinstance(e.get("slot"), str) and e.get("lang_task") in GROUNDING_TASKS for e in eps):
+        return None
+    slots = sorted({e["slot"] for e in eps})
+    by_episode = {int(e["episode_index"]): slots.index(e["slot"]) * len(GROUNDING_TASKS)
+                  + GROUNDING_TASKS.index(e["lang_task"]) for e in eps}
+    return np.array([by_episode.get(int(i), -1) for i in ds.episode_index], dtype=np.int64)
 
 
 def normalization_stats(data: VLAData) -> dict:
@@ -204,6 +223,8 @@ class VLABatcher:
         ids = np.stack([tokenizer.encode(t, max_len)[0] for t in data.tasks])
         self.task_ids = torch.from_numpy(ids)
         self.task_index = torch.from_numpy(data.task_index)
+        self.aux_label = (torch.from_numpy(data.aux_label) if data.aux_label is not None
+                          else torch.full((len(data.actions),), -1, dtype=torch.int64))
         self.windows = sequence_windows(data.episode_index, cfg.pred_horizon, 1, cfg.action_horizon)
         if len(self.windows) == 0:
             raise OnboardError("no training windows: the dataset has no frames", field="episode_index",
@@ -221,6 +242,7 @@ class VLABatcher:
         images = [self.images[c][frame] for c in self.images]
         if augment:
             images = [random_shift(im, self.cfg.shift_pad, gen) for im in images]
+        self.last_aux_label = self.aux_label[frame]
         return ids, ids != PAD_ID, images, self.state[frame], self.actions[idx]
 
 
@@ -256,7 +278,9 @@ def model_config(cfg: VLATrainConfig, data: VLAData, tokenizer: WordTokenizer, m
                      n_readout=cfg.n_readout,
                      head_down_dims=tuple(cfg.head_down_dims),
                      pretrained_text_encoder=cfg.pretrained_text_encoder,
-                     pretrained_text_dim=cfg.pretrained_text_dim)
+                     pretrained_text_dim=cfg.pretrained_text_dim,
+                     aux_classes=(int(data.aux_label.max()) + 1 if cfg.aux_weight > 0 and data.aux_label is not None
+                                  and data.aux_label.max() >= 0 else 0))
 
 
 def lr_factor(progress: float, step: int, cfg: VLATrainConfig) -> float:
@@ -360,6 +384,10 @@ def train(cfg: VLATrainConfig, data: VLAData, out_dir: str | Path, *, resume: bo
         ids, mask, images, state, actions = batcher.batch(rng, gen, cfg.batch_size)
         context = model.context(ids, mask, images, state)
         loss = model.flow_loss(actions, context, gen, cfg.samples_per_obs)
+        label = batcher.last_aux_label
+        if model.aux is not None and bool((label >= 0).any()):
+            keep = label >= 0
+            loss = loss + cfg.aux_weight * F.cross_entropy(model.aux(context[keep]), label[keep])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip_norm:
