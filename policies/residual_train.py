@@ -328,7 +328,7 @@ def train_ppo(base: str | Path, cfg: ResidualPPOConfig, out: str | Path | None =
         if successes and ((upd + 1) % cfg.log_every == 0 or upd == n_updates - 1):
             row = {"update": upd + 1, "env_steps": res.env_steps, "wall_s": round(res.wall_s, 1),
                    "episodes": len(successes), "success_rate": float(np.mean(successes)),
-                   "residual_abs_mean": float(np.mean(magnitudes)), "log_std": float(ac.log_std.mean()), **stats}
+                   "residual_abs_mean": float(np.mean(magnitudes)), "log_std": float(ac.log_std.detach().mean()), **stats}
             res.history.append(row)
             log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
             successes, magnitudes = [], []
