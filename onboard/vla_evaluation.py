@@ -11,6 +11,13 @@ combinations, evaluation seeds), ``paraphrase`` (sentences never used in
 training), ``unseen_combo`` (colour/position combinations held out of
 training). Each split reports successes, the rate with a 95% Wilson interval
 and a breakdown by task kind; a bar plot shows the splits side by side.
+
+Grounding is measured apart from success: at the end of each episode the cube
+that moved most from its start (by more than ``MOVED_M``) is the one the policy
+acted on; ``right_cube`` says whether it is the named one (``None``: no cube
+moved). A policy that executes the motion well on the wrong cube scores low
+success and low right-cube rate; one that finds the cube but fumbles it scores
+a high right-cube rate.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from onboard.errors import OnboardError
 from onboard.evaluation import _jsonable, _state_from_obs, _write_json_atomic, plot_success, wilson_interval, write_mp4
 
 EVAL_SPLITS = ("seen", "paraphrase", "unseen_combo")
+MOVED_M = 0.02          # a cube displaced by more than this was acted on
 
 
 def _cameras_of(contract) -> tuple[tuple[str, ...], tuple[int, int]]:
@@ -55,6 +63,7 @@ def run_split(rt, split: str, *, episodes: int, seed: int, dr: bool, video_episo
             rt.set_instruction(info["instruction"])
             state = _state_from_obs(obs)
             rt.reset(state=state, t=0.0)
+            start = env.cube_positions()
             frames = [] if ep < video_episodes else None
             success, steps, t, done = False, 0, 0.0, False
             while not done:
@@ -70,9 +79,12 @@ def run_split(rt, split: str, *, episodes: int, seed: int, dr: bool, video_episo
             if frames is not None:
                 videos.append((ep, frames))
             successes += int(success)
+            moved = np.linalg.norm(env.cube_positions() - start, axis=1)
+            acted = int(np.argmax(moved)) if moved.max() > MOVED_M else None
             per_episode.append({"episode": ep, "seed": seed + ep, "success": success, "steps": steps,
                                 "instruction": info["instruction"], "task": info.get("task"),
-                                "colour": info.get("colour")})
+                                "colour": info.get("colour"), "moved_cube": acted, "named_cube": int(env.goal_cube),
+                                "right_cube": None if acted is None else acted == int(env.goal_cube)})
             bar.set_postfix(success=f"{successes}/{ep + 1}")
     finally:
         env.close()
@@ -82,8 +94,10 @@ def run_split(rt, split: str, *, episodes: int, seed: int, dr: bool, video_episo
         b = by_task.setdefault(str(e["task"]), [0, 0])
         b[0] += int(e["success"])
         b[1] += 1
+    right = sum(1 for e in per_episode if e["right_cube"])
     return {"split": split, "successes": successes, "episodes": episodes, "success_rate": successes / episodes,
-            "ci95": (lo, hi), "by_task": {k: {"successes": s, "episodes": n} for k, (s, n) in by_task.items()},
+            "ci95": (lo, hi), "right_cube": right, "right_cube_ci95": wilson_interval(right, episodes),
+            "no_cube_moved": sum(1 for e in per_episode if e["right_cube"] is None), "by_task": {k: {"successes": s, "episodes": n} for k, (s, n) in by_task.items()},
             "per_episode": per_episode, "wall_s": time.perf_counter() - t0, "_videos": videos}
 
 
@@ -132,12 +146,12 @@ def print_report(report: dict) -> None:
     print(f"[eval] vla {Path(report['artifact']).parent.name} | DR {'on' if report['dr'] else 'off'} | safety "
           f"{'on' if report['safety'] else 'off'} | {report['num_steps']} flow steps | seeds "
           f"{report['seeds'][0]}..{report['seeds'][1]}")
-    print(f"{'split':<14}{'success':>10}{'rate':>8}{'95% CI':>16}   by task")
+    print(f"{'split':<14}{'success':>10}{'rate':>8}{'95% CI':>16}{'right cube':>12}{'none moved':>12}   by task")
     for r in report["splits"]:
         lo, hi = r["ci95"]
         tasks = ", ".join(f"{k} {v['successes']}/{v['episodes']}" for k, v in sorted(r["by_task"].items()))
         print(f"{r['split']:<14}{r['successes']:>5}/{r['episodes']:<4}{r['success_rate']:>8.1%}"
-              f"{lo:>8.1%}-{hi:<7.1%}   {tasks}")
+              f"{lo:>8.1%}-{hi:<7.1%}{r['right_cube']:>7}/{r['episodes']:<4}{r['no_cube_moved']:>12}   {tasks}")
     ints = report.get("interventions") or {}
     if ints:
         print(f"[eval] safety interventions {ints.get('total', 0)}"
