@@ -84,10 +84,49 @@ def yaw_error_mod90(yaw: float, target_yaw: float = 0.0) -> float:
     return abs(e)
 
 
-class OffscreenCameras:
-    """Offscreen rendering of a scene's named cameras at ``image_size`` (one ``mujoco.Renderer``, made on
-    first use). Mixed into the arm envs, which own ``model``, ``data``, ``cameras`` and ``image_size``."""
+class PandaEnvBase(gym.Env):
+    """What the Panda task envs (``ArmEnv``, ``sim.lang_env.LangArmEnv``) share: the control step (true FIFO
+    action delay, 10 Hz over ``n_substeps`` physics steps), TCP / gripper state and offscreen cameras.
+
+    Subclasses own ``model``, ``data``, ``ix`` (a ``SceneIndex``), ``_ctrl_low/_ctrl_high``, ``_queue``,
+    ``n_substeps``, ``max_steps``, ``t``, ``cameras``, ``image_size`` and the task: ``_success``,
+    ``_reward`` and ``_obs``.
+    """
     _renderer = None
+
+    def step(self, action):
+        a = np.asarray(action, dtype=float).reshape(8)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"non-finite action {a}")
+        a = np.clip(a, self._ctrl_low, self._ctrl_high)
+        self._queue.append(a)
+        applied = self._queue.popleft()       # a true delay: the command from `delay` steps ago
+        d, ix = self.data, self.ix
+        d.ctrl[ix.arm_actuator_ids] = applied[:7]
+        d.ctrl[ix.gripper_actuator_id] = applied[7]
+        mujoco.mj_step(self.model, d, nstep=self.n_substeps)
+        self.t += 1
+        success = self._success()
+        reward = self._reward() + (10.0 if success else 0.0)
+        truncated = self.t >= self.max_steps and not success
+        obs = self._obs()
+        return obs, reward, bool(success), bool(truncated), {"success": bool(success),
+                                                             "applied_action": applied}
+
+    def ee_pos(self) -> np.ndarray:
+        return self.data.site_xpos[self.ix.tcp_site_id].copy()
+
+    def gripper_width(self) -> float:
+        return float(self.data.qpos[self.ix.finger_qpos_adr].sum())
+
+    def is_success(self) -> bool:
+        """Whether the task is solved in the current physics state (what ``info["success"]`` reports)."""
+        return self._success()
+
+    def observe(self) -> dict:
+        """The observation of the current physics state (with DR noise when DR is on), without stepping."""
+        return self._obs()
+
 
     def render_camera(self, camera: str = "front") -> np.ndarray:
         if self._renderer is None:
@@ -105,7 +144,7 @@ class OffscreenCameras:
             self._renderer = None
 
 
-class ArmEnv(OffscreenCameras, gym.Env):
+class ArmEnv(PandaEnvBase):
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, task: str = "push", dr=True, seed: int | None = 0, cameras=(),
@@ -219,44 +258,11 @@ class ArmEnv(OffscreenCameras, gym.Env):
         return obs, {"success": False, "episode_seed": self.episode_seed,
                      "action_delay_steps": delay}
 
-    def step(self, action):
-        a = np.asarray(action, dtype=float).reshape(8)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"non-finite action {a}")
-        a = np.clip(a, self._ctrl_low, self._ctrl_high)
-        self._queue.append(a)
-        applied = self._queue.popleft()       # a true delay: the command from `delay` steps ago
-        d, ix = self.data, self.ix
-        d.ctrl[ix.arm_actuator_ids] = applied[:7]
-        d.ctrl[ix.gripper_actuator_id] = applied[7]
-        mujoco.mj_step(self.model, d, nstep=self.n_substeps)
-        self.t += 1
-        success = self._success()
-        reward = self._reward() + (10.0 if success else 0.0)
-        truncated = self.t >= self.max_steps and not success
-        obs = self._obs()
-        return obs, reward, bool(success), bool(truncated), {"success": bool(success),
-                                                             "applied_action": applied}
-
     # ---------------------------------------------------------------- state
     def object_pose(self) -> tuple[np.ndarray, float]:
         a = self.ix.object_qpos_adr
         q = self.data.qpos
         return q[a:a + 3].copy(), yaw_of_quat(q[a + 3:a + 7])
-
-    def ee_pos(self) -> np.ndarray:
-        return self.data.site_xpos[self.ix.tcp_site_id].copy()
-
-    def gripper_width(self) -> float:
-        return float(self.data.qpos[self.ix.finger_qpos_adr].sum())
-
-    def is_success(self) -> bool:
-        """Whether the task is solved in the current physics state (what ``info["success"]`` reports)."""
-        return self._success()
-
-    def observe(self) -> dict:
-        """The observation of the current physics state (with DR noise when DR is on), without stepping."""
-        return self._obs()
 
     def _success(self) -> bool:
         ts = self.spec_task

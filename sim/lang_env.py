@@ -54,7 +54,7 @@ from onboard.config import float_list, load_yaml
 from onboard.errors import ConfigError, OnboardError
 from onboard.paths import config_dir
 from onboard.spec.robot import load_robot
-from sim.arm_env import OffscreenCameras, yaw_of_quat
+from sim.arm_env import PandaEnvBase, yaw_of_quat
 from sim.lang_scene import CUBE_HALF_SIZE_M, LANG_CAMERAS, TABLE_RGBA, build_lang_scene
 
 SPLITS = ("train", "seen", "paraphrase", "unseen_combo")
@@ -331,7 +331,7 @@ def _turn(quat, axis_angle) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ the env
-class LangArmEnv(OffscreenCameras, gym.Env):
+class LangArmEnv(PandaEnvBase):
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, split: str = "train", dr=True, seed: int | None = 0, cameras=LANG_CAMERAS,
@@ -506,24 +506,6 @@ class LangArmEnv(OffscreenCameras, gym.Env):
                              "task": task, "colour": colour, "slot": self.slot_names[slot], "split": self.split,
                              "action_delay_steps": delay}
 
-    def step(self, action):
-        a = np.asarray(action, dtype=float).reshape(8)
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"non-finite action {a}")
-        a = np.clip(a, self._ctrl_low, self._ctrl_high)
-        self._queue.append(a)
-        applied = self._queue.popleft()       # a true delay: the command from `delay` steps ago
-        d, ix = self.data, self.ix
-        d.ctrl[ix.arm_actuator_ids] = applied[:7]
-        d.ctrl[ix.gripper_actuator_id] = applied[7]
-        mujoco.mj_step(self.model, d, nstep=self.n_substeps)
-        self.t += 1
-        success = self._success()
-        reward = self._reward() + (10.0 if success else 0.0)
-        truncated = self.t >= self.max_steps and not success
-        return self._obs(), reward, bool(success), bool(truncated), {"success": bool(success),
-                                                                     "applied_action": applied}
-
     # ---------------------------------------------------------------- state (privileged: experts, tests)
     def object_pose(self, cube: int | None = None) -> tuple[np.ndarray, float]:
         """Position and yaw of a cube (default: the one the instruction names)."""
@@ -533,18 +515,6 @@ class LangArmEnv(OffscreenCameras, gym.Env):
 
     def cube_positions(self) -> np.ndarray:
         return np.stack([self.object_pose(i)[0] for i in range(N_CUBES)])
-
-    def ee_pos(self) -> np.ndarray:
-        return self.data.site_xpos[self.ix.tcp_site_id].copy()
-
-    def gripper_width(self) -> float:
-        return float(self.data.qpos[self.ix.finger_qpos_adr].sum())
-
-    def is_success(self) -> bool:
-        return self._success()
-
-    def observe(self) -> dict:
-        return self._obs()
 
     def _success(self) -> bool:
         pos, _ = self.object_pose()
