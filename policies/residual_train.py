@@ -26,9 +26,16 @@ the same DR draws and initial states. The best validation success is written to
 scores the base alone (zero residual) for reference. Report the final figure
 on evaluation seeds, never on the validation seeds.
 
-Offline data for SAC: successful rollouts of the base alone (correction 0)
-under DR, collected before training. These are "demonstrations" in the sense of
-ResFiT/RLPD: what a good step looks like from this base.
+Offline data for SAC (``demo_source``), collected before training under DR:
+- ``base``: successful rollouts of the base alone (correction 0), what a good
+  step looks like from this base;
+- ``expert``: the scripted expert the base was cloned from, relabelled as
+  residual actions: each step executes ``base + clip(expert - base, +-scale)``
+  (normalized units), so the stored action is exactly the bounded correction
+  that was applied; only successful episodes are kept (ResFiT's "demos in the
+  buffer", made consistent with the residual's bound);
+- ``both``: the two, in one offline buffer.
+SAC validates and selects checkpoints like PPO (``val_every_steps``).
 
 Imports torch, numpy, sim (the env the trainer drives) and sim2real (safety).
 Never imported by the runtime.
@@ -49,9 +56,10 @@ import torch.nn.functional as F
 from onboard.errors import OnboardError
 from policies.ppo import Rollout, ppo_update
 from policies.residual import DEFAULT_SCALE, ResidualActor, check_scale, save_checkpoint, squash
-from policies.residual_runtime import ResidualRuntime, artifact_sha256
+from policies.residual_runtime import ResidualRuntime, artifact_sha256, delta_unnormalize
 
 TRAIN_SEED_OFFSET = 100_000
+DEMO_SOURCES = ("base", "expert", "both")
 VAL_SEED_OFFSET = 50_000
 
 
@@ -90,6 +98,9 @@ class ResidualPPOConfig:
         if self.val_every < 0 or self.val_episodes < 1:
             raise OnboardError("val_every must be >= 0 and val_episodes >= 1", field="val_every",
                                fix="e.g. --val-every 15 --val-episodes 40")
+        if not self.learning_rate > 0 or self.num_steps < 1:
+            raise OnboardError(f"learning_rate {self.learning_rate} / num_steps {self.num_steps} out of range",
+                               field="learning_rate", fix="pass --learning-rate > 0 and --rollout-steps >= 1")
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise OnboardError("num_envs * num_steps must divide into num_minibatches", field="num_minibatches",
                                fix="pick a divisor of num_envs * num_steps")
@@ -104,7 +115,8 @@ class ResidualSACConfig:
     residual_scale: float = DEFAULT_SCALE
     num_envs: int = 4
     total_steps: int = 100_000
-    demo_episodes: int = 20              # base-only rollouts; the successful ones fill the offline buffer
+    demo_episodes: int = 20              # demo rollouts; the successful ones fill the offline buffer
+    demo_source: str = "base"            # base | expert | both (see the module docstring)
     offline_ratio: float = 0.5           # RLPD: half of every batch from the offline buffer
     buffer_size: int = 200_000
     batch_size: int = 256
@@ -123,9 +135,17 @@ class ResidualSACConfig:
     log_every_steps: int = 2000
     max_wall_s: float = 0.0
     checkpoint_every_steps: int = 10_000
+    val_every_steps: int = 0             # env steps between held-out validations; 0 = off (keep the last)
+    val_episodes: int = 40
 
     def validate(self) -> None:
         check_scale(self.residual_scale)
+        if self.demo_source not in DEMO_SOURCES:
+            raise OnboardError(f"unknown demo source '{self.demo_source}'", field="demo_source",
+                               fix=f"use one of {list(DEMO_SOURCES)}")
+        if self.val_every_steps < 0 or self.val_episodes < 1:
+            raise OnboardError("val_every_steps must be >= 0 and val_episodes >= 1", field="val_every",
+                               fix="e.g. --val-every 20000 --val-episodes 100")
         if not 0.0 <= self.offline_ratio < 1.0:
             raise OnboardError(f"offline_ratio {self.offline_ratio} outside [0, 1)", field="offline_ratio",
                                fix="0.5 is RLPD's symmetric sampling")
@@ -173,11 +193,37 @@ class ResidualVecEnv:
         self._t = np.zeros(self.n)
         self._x = np.zeros((self.n, self.in_dim), np.float32)
         self._state = [None] * self.n
+        self.experts = None
+
+    def attach_experts(self) -> None:
+        """One scripted expert per env (``sim.experts``), reset with each episode; see ``expert_corrections``."""
+        from sim.experts import make_expert
+
+        self.experts = [make_expert(env) for env in self.envs]
+
+    def detach_experts(self) -> None:
+        self.experts = None
+
+    def expert_corrections(self) -> np.ndarray:
+        """Per env, the expert's command for this step as a bounded residual on the base's command:
+        ``clip((expert - base) / (span/2), +-scale)``. Advances each expert one step; call once per step,
+        between ``reset``/``step`` and the next ``step``. Zero where the base holds."""
+        out = np.zeros((self.n, self.act_dim))
+        for i, (ex, rt) in enumerate(zip(self.experts, self.rts)):
+            e = np.asarray(ex.act(), np.float64)
+            if rt._hold or rt._base_cmd is None:
+                continue
+            half = delta_unnormalize(np.ones(self.act_dim), rt._act_norm)
+            d = np.divide(e - rt._base_cmd, half, out=np.zeros(self.act_dim), where=half > 0)
+            out[i] = np.clip(d, -self.scale, self.scale)    # a zero-span axis cannot be corrected at all
+        return out
 
     def _reset_one(self, i: int) -> np.ndarray:
         seed = self._next_seed
         self._next_seed += 1
-        obs, _ = self.envs[i].reset(seed=seed)
+        obs, info = self.envs[i].reset(seed=seed)
+        if self.experts is not None:
+            self.experts[i].reset(seed=info["episode_seed"] % (2**32))
         st = state_from_obs(obs)
         self.rts[i].reset(state=st, t=0.0)
         self._t[i] = 0.0
@@ -413,31 +459,43 @@ class ReplayBuffer:
         return tuple(torch.as_tensor(v[j]) for v in (self.x, self.a, self.r, self.x2, self.d))
 
 
-def collect_base_demos(venv: ResidualVecEnv, episodes: int, buf: ReplayBuffer, log=print) -> dict:
-    """Roll the base alone (correction 0); keep the transitions of successful episodes (action 0)."""
-    x = venv.reset()
-    pending = [[] for _ in range(venv.n)]
-    done_eps, ok = 0, 0
-    zero = np.zeros((venv.n, venv.act_dim))
-    while done_eps < episodes:
-        x2, rew, term, trunc, info = venv.step(zero)
-        for i in range(venv.n):
-            nxt = info["final_x"].get(i, x2[i])
-            pending[i].append((x[i], zero[i], rew[i], nxt, float(term[i])))
-        for i, s in zip(info["done_idx"], info["success"]):
-            done_eps += 1
-            if s:
-                ok += 1
-                for tr in pending[i]:
-                    buf.add(*tr)
-            pending[i] = []
-        x = x2
-    log(json.dumps({"demos": "base rollouts", "episodes": done_eps, "successful": ok, "transitions": buf.n}))
-    return {"episodes": done_eps, "successful": ok, "transitions": buf.n}
+def collect_demos(venv: ResidualVecEnv, episodes: int, buf: ReplayBuffer, source: str = "base", log=print) -> dict:
+    """Fill ``buf`` with the transitions of successful demonstration episodes.
+
+    ``source="base"``: the base alone (correction 0). ``source="expert"``: the scripted expert relabelled
+    as a bounded residual (``ResidualVecEnv.expert_corrections``); the stored action is the applied
+    correction divided by the scale (in [-1, 1], kept just inside so tanh's inverse stays finite)."""
+    if source == "expert":
+        venv.attach_experts()
+    before = buf.n
+    try:
+        x = venv.reset()
+        pending = [[] for _ in range(venv.n)]
+        done_eps, ok = 0, 0
+        while done_eps < episodes:
+            c = venv.expert_corrections() if source == "expert" else np.zeros((venv.n, venv.act_dim))
+            x2, rew, term, trunc, info = venv.step(c)
+            a = np.clip(c / venv.scale, -0.999, 0.999)
+            for i in range(venv.n):
+                nxt = info["final_x"].get(i, x2[i])
+                pending[i].append((x[i], a[i], rew[i], nxt, float(term[i])))
+            for i, s in zip(info["done_idx"], info["success"]):
+                done_eps += 1
+                if s:
+                    ok += 1
+                    for tr in pending[i]:
+                        buf.add(*tr)
+                pending[i] = []
+            x = x2
+    finally:
+        venv.detach_experts()
+    row = {"demos": f"{source} rollouts", "episodes": done_eps, "successful": ok, "transitions": buf.n - before}
+    log(json.dumps(row))
+    return row
 
 
 def train_sac(base: str | Path, cfg: ResidualSACConfig, out: str | Path | None = None, log=print) -> TrainResult:
-    """SAC on the residual, offline buffer of successful base rollouts, RLPD 50/50 batches."""
+    """SAC on the residual; offline buffer of successful demonstrations (``cfg.demo_source``), RLPD 50/50 batches."""
     cfg.validate()
     base = Path(base)
     base_sha = artifact_sha256(base)
@@ -459,11 +517,19 @@ def train_sac(base: str | Path, cfg: ResidualSACConfig, out: str | Path | None =
     opt_q = torch.optim.Adam(list(q1.parameters()) + list(q2.parameters()), lr=cfg.critic_lr)
     opt_a = torch.optim.Adam([log_alpha], lr=cfg.alpha_lr)
     online = ReplayBuffer(cfg.buffer_size, D, A)
-    offline = ReplayBuffer(max(1, cfg.demo_episodes * 130), D, A)
+    sources = ("base", "expert") if cfg.demo_source == "both" else (cfg.demo_source,)
+    offline = ReplayBuffer(max(1, cfg.demo_episodes * 400 * len(sources)), D, A)
     res = TrainResult(pi.actor, cfg, "sac")
     t0 = time.perf_counter()
-    demo_info = collect_base_demos(venv, cfg.demo_episodes, offline, log) if cfg.demo_episodes > 0 else {}
-    res.history.append({"demos": demo_info})
+    for src in sources if cfg.demo_episodes > 0 else ():
+        res.history.append({"demos": collect_demos(venv, cfg.demo_episodes, offline, src, log)})
+    best, last_val = -1.0, 0
+    if cfg.val_every_steps and out is not None:
+        best = validate_residual(base, None, cfg, cfg.val_episodes)
+        res.selection = {"env_steps": 0, "val_success": best, "val_episodes": cfg.val_episodes,
+                         "val_seeds": [VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_episodes - 1], "base_val": best}
+        log(json.dumps({"validation": "base alone", **res.selection}))
+        save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
     x = venv.reset()
     steps, updates_due, last_log, last_ck = 0, 0.0, 0, 0
     successes, magnitudes, stats = [], [], {}
@@ -517,7 +583,23 @@ def train_sac(base: str | Path, cfg: ResidualSACConfig, out: str | Path | None =
             log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
             successes, magnitudes = [], []
         stop = cfg.max_wall_s > 0 and res.wall_s > cfg.max_wall_s
-        if out is not None and (steps - last_ck >= cfg.checkpoint_every_steps or stop or steps >= cfg.total_steps):
+        last = stop or steps >= cfg.total_steps
+        if out is not None and cfg.val_every_steps:
+            if steps - last_ck >= cfg.checkpoint_every_steps or last:
+                last_ck = steps
+                save_checkpoint(Path(out).with_name("residual_last.pt"),
+                                _payload(res, base, base_sha, cfg, base_num_steps))
+            if steps - last_val >= cfg.val_every_steps or last:
+                last_val = steps
+                score = validate_residual(base, pi.actor, cfg, cfg.val_episodes)
+                row = {"validation": "residual", "env_steps": steps, "val_success": score, "best": max(best, score)}
+                log(json.dumps(row))
+                res.history.append(row)
+                if score > best:
+                    best = score
+                    res.selection = {**res.selection, "env_steps": steps, "val_success": score}
+                    save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
+        elif out is not None and (steps - last_ck >= cfg.checkpoint_every_steps or last):
             last_ck = steps
             save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
         if stop:

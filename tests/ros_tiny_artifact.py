@@ -20,7 +20,9 @@ GOAL_Q = PANDA.default_pose + np.array([0.5, 0.25, 0.0, 0.25, 0.0, 0.0, 0.0])
 GOAL_WIDTH = 0.04
 
 
-def make_tiny_artifact(out_dir: Path) -> Path:
+def make_tiny_artifact(out_dir: Path, action_spread: float = 0.0) -> Path:
+    """``action_spread > 0`` scatters the demo actions around the goal pose (+- spread rad/m), so the
+    action normalization has a nonzero span on every axis (a residual can only correct such axes)."""
     from policies.diffusion.train import TrainConfig, TrainData, train
     from policies.export import export_checkpoint
 
@@ -31,7 +33,8 @@ def make_tiny_artifact(out_dir: Path) -> Path:
         obs={"joint_pos": q.astype(np.float32),
              "gripper_width": np.full((n_ep * length, 1), GOAL_WIDTH, np.float32),
              "target_pos": rng.uniform([0.35, -0.2, 0.1], [0.6, 0.2, 0.35], (n_ep * length, 3)).astype(np.float32)},
-        actions=np.tile(np.r_[GOAL_Q, GOAL_WIDTH], (n_ep * length, 1)).astype(np.float32),
+        actions=(np.tile(np.r_[GOAL_Q, GOAL_WIDTH], (n_ep * length, 1))
+                 + rng.uniform(-1, 1, (n_ep * length, 8)) * action_spread * np.r_[np.ones(7), 0.05]).astype(np.float32),
         episode_index=np.repeat(np.arange(n_ep), length),
         obs_spec=[{"name": "joint_pos", "shape": [7], "units": "rad"},
                   {"name": "gripper_width", "shape": [1], "units": "m"},

@@ -178,6 +178,15 @@ def test_collect_lang_writes_instructions_to_tasks_parquet_and_mp4_per_camera(tm
     ds = load_dataset(out)
     assert ds.num_episodes == 2 and ds.column("observation.images.front").shape[1:] == (64, 64, 3)
     assert not any(k.startswith("observation.object") for k in ds.features)
+    # simulator-only labels ride along, outside the observation spec (no policy can take them as input)
+    cube, goal = ds.column("privileged.target_cube_pos"), ds.column("privileged.goal_pos")
+    assert cube.shape == goal.shape == (ds.num_frames, 3)
+    assert not any(k["name"].startswith("privileged") for k in ds.obs_spec)
+    for e in np.unique(ds.episode_index):
+        rows = ds.episode_index == e
+        assert np.ptp(goal[rows], axis=0).max() == 0.0                   # the goal is fixed per episode
+        assert np.linalg.norm(cube[rows][-1, :2] - goal[rows][-1, :2]) < 0.05   # kept episodes succeeded
+        assert np.linalg.norm(cube[rows][0, :2] - goal[rows][0, :2]) > 0.05     # ... from elsewhere
     ep_tasks = [t for e in ds.episodes for t in e["tasks"]]
     assert [ds.tasks[i] for i in np.unique(ds.columns["task_index"])] == sorted(set(ep_tasks), key=ds.tasks.index)
     assert ds.info["onboard"]["task"] == "lang"

@@ -14,7 +14,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
-from onboard.errors import ContractError
+from onboard.errors import ContractError, OnboardError
 from policies.residual import ResidualActor, ResidualGraph, export_residual, load_checkpoint
 from policies.residual_runtime import ResidualRuntime, artifact_sha256
 from policies.residual_train import ResidualPPOConfig, ResidualSACConfig, state_from_obs, train_ppo, train_sac
@@ -26,7 +26,8 @@ TASK = "reach"
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    return make_tiny_artifact(tmp_path_factory.mktemp("residual_base"))
+    # actions spread around the goal pose, so every axis has a span the residual can act on
+    return make_tiny_artifact(tmp_path_factory.mktemp("residual_base"), action_spread=0.2)
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +200,53 @@ def test_sac_with_base_demonstrations_runs_and_checkpoints(base, tmp_path):
     assert res.history[0]["demos"]["episodes"] >= 1
     export_residual(tmp_path / "sac.pt", tmp_path / "sac.onnx")
     assert ResidualRuntime(None, tmp_path / "sac.onnx").residual_contract.provenance["algo"] == "sac"
+
+
+def test_expert_demonstrations_are_the_applied_bounded_correction(base):
+    """``expert_corrections`` = clip((expert - base) / (span/2), +-scale); the env then executes exactly
+    base + correction, so where the bound is not active the executed command IS the expert's."""
+    from policies.residual_train import ResidualVecEnv
+
+    venv = ResidualVecEnv(base, 1, task=TASK, safety=False, base_num_steps=2, scale=0.1, seed=4)
+    venv.attach_experts()
+    ex, rt, env = venv.experts[0], venv.rts[0], venv.envs[0]
+    seen, sent = [], []
+    ex_act, env_step = ex.act, env.step
+    ex.act = lambda obs=None: seen.append(ex_act(obs)) or seen[-1]
+    env.step = lambda cmd: sent.append(np.array(cmd)) or env_step(cmd)
+    venv.reset()
+    clipped = free = 0
+    for _ in range(25):
+        c = venv.expert_corrections()[0]
+        base_cmd = rt._base_cmd.copy()
+        venv.step(c[None])
+        half = 0.5 * (np.asarray(rt._act_norm["max"]) - np.asarray(rt._act_norm["min"]))
+        assert np.all(np.abs(c) <= 0.1 + 1e-12)
+        live = half > 0                   # a zero-span axis (constant in the demos) cannot be corrected
+        assert np.all(c[~live] == 0.0)
+        np.testing.assert_allclose(c[live], np.clip((seen[-1] - base_cmd)[live] / half[live], -0.1, 0.1), atol=1e-9)
+        np.testing.assert_allclose(sent[-1], base_cmd + c * half, atol=1e-9)
+        inside = live & (np.abs(c) < 0.1 - 1e-9)
+        np.testing.assert_allclose(sent[-1][inside], seen[-1][inside], atol=1e-6)
+        clipped, free = clipped + int((live & ~inside).sum()), free + int(inside.sum())
+    assert free > 0 and clipped > 0       # both regimes were exercised
+
+
+def test_sac_with_expert_and_base_demos_and_validation_selection(base, tmp_path):
+    cfg = ResidualSACConfig(task=TASK, num_envs=2, total_steps=24, demo_episodes=1, batch_size=16,
+                            learning_starts=8, updates_per_step=0.5, base_num_steps=2, hidden=(32, 32),
+                            demo_source="both", val_every_steps=12, val_episodes=2)
+    res = train_sac(base, cfg, out=tmp_path / "residual.pt", log=lambda _line: None)
+    demos = [r["demos"] for r in res.history if "demos" in r]
+    assert [d["demos"] for d in demos] == ["base rollouts", "expert rollouts"]
+    vals = [r for r in res.history if "val_success" in r]
+    assert [r["env_steps"] for r in vals] == [12, 24]
+    sel = res.selection
+    assert sel["val_success"] == max([sel["base_val"]] + [r["val_success"] for r in vals])
+    assert load_checkpoint(tmp_path / "residual_last.pt")["env_steps"] == 24
+    assert load_checkpoint(tmp_path / "residual.pt")["algo"] == "sac"
+    with pytest.raises(OnboardError, match="demo source"):
+        ResidualSACConfig(demo_source="teleop").validate()
 
 
 def test_cli_eval_reports_base_and_residual_side_by_side_on_the_same_seeds(trained, tmp_path, capsys):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from onboard.errors import OnboardError
 from policies.vla.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WordTokenizer
@@ -293,6 +294,9 @@ def test_tiny_train_export_evaluate_in_the_language_env(tmp_path):
     assert main(["train", "--policy", "vla", "--data", str(data), "--out", str(tmp_path / "vla"),
                  "--vla-size", "tiny", "--steps", "3", "--no-progress"]) == 0
     assert main(["export", str(tmp_path / "vla" / "checkpoint.pt"), "--out", str(tmp_path / "vla" / "artifact")]) == 0
+    ck = torch.load(tmp_path / "vla" / "checkpoint.pt", weights_only=False)
+    assert ck["model_config"]["aux_pos_dim"] == 6          # the localisation loss trained on privileged labels
+    assert any(k.startswith("aux_pos.") for k in ck["model_state"])
 
     profile = load_robot("franka_panda")
     lo, hi = profile.limits.position.T

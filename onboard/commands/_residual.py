@@ -33,10 +33,15 @@ def add_train_arguments(p) -> None:
     _add(g, "--no-dr", action="store_true", help="train without domain randomization")
     _add(g, "--no-safety", action="store_true", help="train without the safety filter in the loop")
     _add(g, "--val-every", type=int, default=0,
-         help="ppo: validate the mean residual every N updates on held-out seeds (50000+) and keep the best "
-              "as residual.pt (the last as residual_last.pt); 0 = keep the last")
-    _add(g, "--val-episodes", type=int, default=40, help="ppo: episodes per validation (default 40)")
-    _add(g, "--demo-episodes", type=int, default=None, help="sac: base rollouts for the offline buffer (default 20)")
+         help="validate the mean residual every N updates (ppo) or N env steps (sac) on held-out seeds "
+              "(50000+) and keep the best as residual.pt (the last as residual_last.pt); 0 = keep the last")
+    _add(g, "--val-episodes", type=int, default=40, help="episodes per validation (default 40)")
+    _add(g, "--learning-rate", type=float, default=None, help="ppo: Adam step size (default 1e-4)")
+    _add(g, "--rollout-steps", type=int, default=None, help="ppo: steps per env per update (default 60)")
+    _add(g, "--demo-episodes", type=int, default=None, help="sac: demo rollouts per source for the offline buffer (default 20)")
+    _add(g, "--demo-source", default=None,
+         help="sac: base (successful base rollouts) | expert (the scripted expert relabelled as bounded "
+              "residuals) | both (default base)")
 
 
 def run_train(args) -> int:
@@ -81,12 +86,19 @@ def run_train(args) -> int:
     if algo == "ppo":
         cfg = rtr.ResidualPPOConfig(**common, val_every=int(getattr(args, "val_every", 0) or 0),
                                     val_episodes=int(getattr(args, "val_episodes", 40) or 40))
+        if getattr(args, "learning_rate", None) is not None:
+            cfg.learning_rate = args.learning_rate
+        if getattr(args, "rollout_steps", None) is not None:
+            cfg.num_steps = args.rollout_steps
         while (cfg.num_envs * cfg.num_steps) % cfg.num_minibatches:
             cfg.num_minibatches -= 1
     else:
-        cfg = rtr.ResidualSACConfig(**common)
+        cfg = rtr.ResidualSACConfig(**common, val_every_steps=int(getattr(args, "val_every", 0) or 0),
+                                    val_episodes=int(getattr(args, "val_episodes", 40) or 40))
         if getattr(args, "demo_episodes", None) is not None:
             cfg.demo_episodes = args.demo_episodes
+        if getattr(args, "demo_source", None) is not None:
+            cfg.demo_source = args.demo_source
         cfg.learning_starts = min(cfg.learning_starts, max(cfg.batch_size, cfg.total_steps // 4))
     cfg.validate()
     out = Path(args.out)

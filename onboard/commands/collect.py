@@ -71,9 +71,11 @@ def run_teleop(args) -> int:
     return code.get("rc", 0)
 
 
-def play_expert_episode(env, expert, writer, seed: int, task: str | None = None):
+def play_expert_episode(env, expert, writer, seed: int, task: str | None = None, privileged=None):
     """One scripted-expert episode into the writer's open episode (the caller saves or discards it).
-    Returns (reset info, last step info, steps); frames are labelled ``task``, else the episode's instruction."""
+    Returns (reset info, last step info, steps); frames are labelled ``task``, else the episode's instruction.
+    ``privileged(env) -> {feature: value}`` adds simulator-only columns per frame (training labels that no
+    policy input may use)."""
     obs, reset_info = env.reset(seed=seed)
     expert.reset(seed=reset_info["episode_seed"] % (2**32))
     text = task if task is not None else reset_info["instruction"]
@@ -84,6 +86,8 @@ def play_expert_episode(env, expert, writer, seed: int, task: str | None = None)
         for cam in env.cameras:
             frame[f"observation.images.{cam}"] = obs[f"image.{cam}"]
         frame["action"] = action
+        if privileged is not None:
+            frame.update(privileged(env))
         writer.add_frame(frame, task=text)
         obs, _, terminated, truncated, info = env.step(action)
         steps += 1
@@ -179,6 +183,20 @@ def run(args) -> int:
     return _finish(out, successes, args.episodes, attempts)
 
 
+# Simulator-only columns of a language dataset: where the named cube is and where it must go, per frame.
+# Training labels for the VLA's auxiliary localisation loss (policies.vla.train); never a policy input.
+LANG_PRIVILEGED_FEATURES = {
+    "privileged.target_cube_pos": {"dtype": "float32", "shape": [3], "names": ["x", "y", "z"],
+                                   "units": "m, world frame; the cube the instruction names"},
+    "privileged.goal_pos": {"dtype": "float32", "shape": [3], "names": ["x", "y", "z"],
+                            "units": "m, world frame; where that cube must end"},
+}
+
+
+def lang_privileged(env) -> dict:
+    return {"privileged.target_cube_pos": env.object_pose()[0], "privileged.goal_pos": env.target_pos}
+
+
 def run_lang(args) -> int:
     """Language tasks (sim.lang_env): every frame's task is the episode's instruction (meta/tasks.parquet)."""
     import os
@@ -209,6 +227,7 @@ def run_lang(args) -> int:
     env = LangArmEnv(args.split, dr=dr, seed=args.seed, cameras=cameras, image_size=size)
     expert = make_lang_expert(env)
     features = features_from_env(env.obs_spec, env.profile.action_names, env.cameras, size)
+    features.update(LANG_PRIVILEGED_FEATURES)
     extra_info = {"onboard": {"task": "lang", "split": args.split, "cameras": list(cameras),
                               "instructions": env.instructions.path}}
     if dr is not False:
@@ -223,7 +242,8 @@ def run_lang(args) -> int:
                               overwrite=args.overwrite, extra_info=extra_info) as writer:
         bar = tqdm(total=args.episodes, desc="collect lang", unit="ep")
         while successes < args.episodes and attempts < max_attempts:
-            info, step_info, n = play_expert_episode(env, expert, writer, args.seed * 100_003 + attempts)
+            info, step_info, n = play_expert_episode(env, expert, writer, args.seed * 100_003 + attempts,
+                                                     privileged=lang_privileged)
             attempts += 1
             steps += n
             won, tried = per_task.get(info["task"], (0, 0))

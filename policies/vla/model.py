@@ -69,6 +69,7 @@ class VLAConfig:
     pretrained_text_encoder: str | None = None     # local TorchScript file; None or absent: from scratch
     pretrained_text_dim: int = 0
     aux_classes: int = 0                           # training-only grounding head on the context (0: none)
+    aux_pos_dim: int = 0                           # training-only localisation head on the context (0: none)
 
     @property
     def context_dim(self) -> int:
@@ -268,6 +269,9 @@ class VLAPolicy(nn.Module):
         # Not exported (the three graphs are text, obs and head); it gives the fusion a direct signal to
         # bind the colour word to the image, which the flow loss alone learns slowly.
         self.aux = nn.Linear(cfg.context_dim, cfg.aux_classes) if cfg.aux_classes else None
+        # Training-only localisation head: the named cube's and its goal's positions (simulator labels),
+        # read linearly off the context, so the image features must say precisely where things are.
+        self.aux_pos = nn.Linear(cfg.context_dim, cfg.aux_pos_dim) if cfg.aux_pos_dim else None
 
     def context(self, token_ids, token_mask, images, state) -> torch.Tensor:
         return self.obs(self.text(token_ids, token_mask), token_mask, images, state)

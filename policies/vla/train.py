@@ -72,6 +72,7 @@ class VLATrainConfig:
     shift_pad: int = 4                   # random-shift augmentation, pixels
     word_dropout: float = 0.1
     aux_weight: float = 0.5              # grounding loss (lane x task of the named cube); 0 turns it off
+    aux_pos_weight: float = 1.0          # localisation loss (named cube + goal positions); 0 turns it off
     # optimisation
     steps: int = 100_000
     minutes: float | None = None         # time budget; the schedule anneals over min(steps, minutes)
@@ -114,6 +115,7 @@ class VLAData:
     control_rate_hz: float = 10.0
     meta: dict = field(default_factory=dict)
     aux_label: np.ndarray | None = None  # (N,) grounding label per frame (lane x task), -1 unknown; None: no aux
+    aux_pos: np.ndarray | None = None    # (N, 6) named cube + goal positions per frame (privileged.*); None: none
 
     @property
     def cameras(self) -> list[str]:
@@ -161,6 +163,10 @@ def data_from_dataset(ds, *, state_keys=DEFAULT_STATE_KEYS, cameras: list[str] |
         from onboard.spec.robot import load_robot
         action_names = list(load_robot(robot).action_names)
     aux_label = grounding_labels(ds)
+    aux_pos = None
+    if all(k in ds.columns for k in PRIVILEGED_POS_KEYS):
+        aux_pos = np.concatenate([np.asarray(ds.column(k), np.float32).reshape(n, -1) for k in PRIVILEGED_POS_KEYS],
+                                 axis=1)
     meta = {"dataset": str(getattr(ds, "root", source)), "total_episodes": info.get("total_episodes"),
             "total_frames": info.get("total_frames"), "task": "lang", "instructions": len(tasks)}
     for key in ("dr", "randomization", "dr_ranges", "calibration", "onboard"):
@@ -172,10 +178,12 @@ def data_from_dataset(ds, *, state_keys=DEFAULT_STATE_KEYS, cameras: list[str] |
                    actions=actions, episode_index=np.asarray(ds.episode_index),
                    task_index=np.asarray(ds.column("task_index")).reshape(-1).astype(np.int64),
                    tasks=tasks, corpus=corpus, action_names=list(action_names), robot=robot,
-                   control_rate_hz=float(info.get("fps", 10.0)), meta=meta, aux_label=aux_label)
+                   control_rate_hz=float(info.get("fps", 10.0)), meta=meta, aux_label=aux_label, aux_pos=aux_pos)
 
 
 GROUNDING_TASKS = ("push", "pick_place")
+# Simulator-only columns written by `onboard collect --task lang` (labels for the localisation loss)
+PRIVILEGED_POS_KEYS = ("privileged.target_cube_pos", "privileged.goal_pos")
 
 
 def grounding_labels(ds) -> np.ndarray | None:
@@ -225,6 +233,10 @@ class VLABatcher:
         self.task_index = torch.from_numpy(data.task_index)
         self.aux_label = (torch.from_numpy(data.aux_label) if data.aux_label is not None
                           else torch.full((len(data.actions),), -1, dtype=torch.int64))
+        self.aux_pos = None
+        if data.aux_pos is not None:           # standardized per axis (training only; never exported)
+            mu, sd = data.aux_pos.mean(0), data.aux_pos.std(0)
+            self.aux_pos = torch.from_numpy(((data.aux_pos - mu) / np.maximum(sd, 1e-3)).astype(np.float32))
         self.windows = sequence_windows(data.episode_index, cfg.pred_horizon, 1, cfg.action_horizon)
         if len(self.windows) == 0:
             raise OnboardError("no training windows: the dataset has no frames", field="episode_index",
@@ -243,6 +255,7 @@ class VLABatcher:
         if augment:
             images = [random_shift(im, self.cfg.shift_pad, gen) for im in images]
         self.last_aux_label = self.aux_label[frame]
+        self.last_aux_pos = self.aux_pos[frame] if self.aux_pos is not None else None
         return ids, ids != PAD_ID, images, self.state[frame], self.actions[idx]
 
 
@@ -259,6 +272,9 @@ def validate_data(data: VLAData, cfg: VLATrainConfig) -> None:
     if not all(np.all(np.isfinite(v)) for v in [data.actions, *data.state.values()]):
         raise OnboardError("state or actions have non-finite values", field="observation",
                            fix="drop or repair those episodes")
+    if data.aux_pos is not None and (data.aux_pos.shape[0] != n or not np.all(np.isfinite(data.aux_pos))):
+        raise OnboardError(f"privileged positions: {data.aux_pos.shape[0]} rows for {n} actions, or non-finite",
+                           field=PRIVILEGED_POS_KEYS[0], fix="re-collect the dataset (`onboard collect --task lang`)")
     if data.task_index.min() < 0 or data.task_index.max() >= len(data.tasks):
         raise OnboardError("task_index points outside meta/tasks.parquet", field="task_index",
                            fix="re-collect the dataset")
@@ -280,7 +296,8 @@ def model_config(cfg: VLATrainConfig, data: VLAData, tokenizer: WordTokenizer, m
                      pretrained_text_encoder=cfg.pretrained_text_encoder,
                      pretrained_text_dim=cfg.pretrained_text_dim,
                      aux_classes=(int(data.aux_label.max()) + 1 if cfg.aux_weight > 0 and data.aux_label is not None
-                                  and data.aux_label.max() >= 0 else 0))
+                                  and data.aux_label.max() >= 0 else 0),
+                     aux_pos_dim=(data.aux_pos.shape[1] if cfg.aux_pos_weight > 0 and data.aux_pos is not None else 0))
 
 
 def lr_factor(progress: float, step: int, cfg: VLATrainConfig) -> float:
@@ -388,6 +405,8 @@ def train(cfg: VLATrainConfig, data: VLAData, out_dir: str | Path, *, resume: bo
         if model.aux is not None and bool((label >= 0).any()):
             keep = label >= 0
             loss = loss + cfg.aux_weight * F.cross_entropy(model.aux(context[keep]), label[keep])
+        if model.aux_pos is not None and batcher.last_aux_pos is not None:
+            loss = loss + cfg.aux_pos_weight * F.mse_loss(model.aux_pos(context), batcher.last_aux_pos)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip_norm:
