@@ -209,6 +209,32 @@ class LoopTimer:
         return out
 
 
+LOW_STATE_TOPIC = "/lowstate"     # unitree_hg topics on the G1 (unitree_ros2)
+LOW_CMD_TOPIC = "/lowcmd"
+INTERFACES = ("onboard", "unitree_hg")
+
+
+def unitree_hg_interface(interface: str):
+    """``interface`` parameter -> None (onboard messages: JointState + Imu in, Float64MultiArray out) or
+    (adapter module, LowCmd, LowState) for the robot's own unitree_hg messages. Refuses to start (exit 2)
+    on an unknown value, or on unitree_hg when that package cannot be imported here."""
+    from onboard.errors import OnboardError
+    from ros_nodes.adapters import unitree_hg as adapter
+
+    if interface not in INTERFACES:
+        raise OnboardError(f"unknown interface '{interface}'", field="interface",
+                           fix=f"use one of {list(INTERFACES)}")
+    if interface == "onboard":
+        return None
+    if not adapter.available():
+        raise OnboardError("interface unitree_hg needs the unitree_hg message package, which does not import "
+                           "here", field="interface",
+                           fix="source the unitree_ros2 workspace (cyclonedds, unitree_hg) on the robot's PC, "
+                               "or use interface:=onboard against the simulator")
+    from unitree_hg.msg import LowCmd, LowState
+    return adapter, LowCmd, LowState
+
+
 def main(argv=None) -> int:
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.clock import Clock, ClockType
@@ -239,13 +265,32 @@ def main(argv=None) -> int:
             if strict or bool(p("strict", False).value):
                 raise SystemExit(loop.error)
             node.get_logger().error(f"no policy: {loop.error} (the node stays up and never commands)")
+        interface = str(p("interface", "onboard").value)
+        hg = unitree_hg_interface(interface)       # None for "onboard"; refuses to start when absent
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         now = lambda: steady.now().nanoseconds * 1e-9        # noqa: E731
         timer = LoopTimer(1.0 / loop.hold_rate_hz)
         names = tuple(loop.profile.joint_names)
-        pub = node.create_publisher(Float64MultiArray, JOINT_CMD_TOPIC, command_qos())
+        pub = node.create_publisher(Float64MultiArray, JOINT_CMD_TOPIC, command_qos()) if hg is None else None
         pub_diag = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         bad = {"n": 0}
+        if hg is not None:                         # the robot's own messages: /lowstate in, /lowcmd out
+            adapter, LowCmd, LowState = hg
+            pub_low = node.create_publisher(LowCmd, LOW_CMD_TOPIC, command_qos())
+            machine = {"mode_machine": None}
+
+            def on_low_state(m):
+                try:
+                    st = adapter.state_from_low_state(m)
+                except (AttributeError, IndexError, TypeError, ValueError):
+                    bad["n"] += 1
+                    return
+                t = now()
+                machine["mode_machine"] = st["mode_machine"]
+                loop.on_joint_state(st["q"], st["dq"], t)
+                loop.on_imu(st["quat"], st["gyro"], t)
+
+            node.create_subscription(LowState, LOW_STATE_TOPIC, on_low_state, sensor_qos())
 
         def on_js(m):
             try:
@@ -263,10 +308,21 @@ def main(argv=None) -> int:
             t = now()
             timer.tick(t)
             cmd = loop.tick(t)
-            if cmd is not None:
+            if cmd is None:
+                return
+            if hg is None:
                 pub.publish(joint_cmd_array(cmd.q_target, cmd.kp, cmd.kd))
-                loop.published += 1
-                timer.published(loop.js_receive_t, now(), t)
+            else:
+                if machine["mode_machine"] is None:     # LowCmd must echo the robot's mode_machine
+                    return
+                msg = LowCmd()
+                try:
+                    adapter.fill_low_cmd(msg, cmd, machine["mode_machine"])
+                except ValueError:                      # non-finite: never on the wire
+                    return
+                pub_low.publish(msg)
+            loop.published += 1
+            timer.published(loop.js_receive_t, now(), t)
 
         def on_diag():
             level, message, values = loop.diagnostics()
@@ -278,15 +334,16 @@ def main(argv=None) -> int:
                                             hardware_id=loop.profile.name)]
             pub_diag.publish(arr)
 
-        node.create_subscription(JointState, JOINT_STATE_TOPIC, on_js, sensor_qos())
-        node.create_subscription(Imu, IMU_TOPIC, on_imu, sensor_qos())
+        if hg is None:
+            node.create_subscription(JointState, JOINT_STATE_TOPIC, on_js, sensor_qos())
+            node.create_subscription(Imu, IMU_TOPIC, on_imu, sensor_qos())
         node.create_timer(1.0 / loop.hold_rate_hz, on_tick, clock=steady)
         node.create_timer(0.5, on_diag, clock=steady)
         if loop.ok:
             c = loop.contract
             node.get_logger().info(f"policy {c.policy_kind} for {c.robot['name']} at {c.control_rate_hz:g} Hz, "
                                    f"hold loop {loop.hold_rate_hz:g} Hz, safety {loop.safety_path} -> "
-                                   f"{JOINT_CMD_TOPIC}")
+                                   f"{JOINT_CMD_TOPIC if hg is None else LOW_CMD_TOPIC}")
         node.executor_kind = p("executor", "events").value
         return node
 

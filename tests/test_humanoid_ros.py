@@ -211,3 +211,32 @@ def test_loop_timer_reports_period_error_and_state_to_command_latency_percentile
     v = lt.values()
     assert v["period_error_ms_p50"] == pytest.approx(0.5) and v["period_error_ms_p99"] == pytest.approx(0.5, abs=0.02)
     assert v["state_to_cmd_ms_p99"] == pytest.approx(0.6) and v["tick_ms_p50"] == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------ the unitree_hg interface
+def test_unitree_hg_interface_is_off_by_default_and_refuses_to_start_without_the_package(artifact):
+    """interface:=unitree_hg puts the adapter on /lowstate and /lowcmd. unitree_hg (a vendor package, not on
+    PyPI) cannot be imported here, so the node must refuse to start (exit 2, naming the parameter and the
+    fix) rather than run blind; an unknown interface is refused the same way."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from onboard.errors import OnboardError
+    from ros_nodes.adapters import unitree_hg
+    from ros_nodes.humanoid_policy_node import unitree_hg_interface
+
+    assert unitree_hg_interface("onboard") is None
+    assert not unitree_hg.available()
+    with pytest.raises(OnboardError) as err:
+        unitree_hg_interface("unitree_hg")
+    assert err.value.field == "interface"
+    env = dict(os.environ, ROS_DOMAIN_ID=str(60 + os.getpid() % 40))
+    repo = Path(__file__).resolve().parents[1]
+    for value, words in (("unitree_hg", ("interface", "unitree_hg", "does not import")),
+                         ("lowcmd", ("interface", "unknown interface 'lowcmd'"))):
+        r = subprocess.run([sys.executable, "-m", "ros_nodes.humanoid_policy_node", "--ros-args",
+                            "-p", f"artifact:={artifact}", "-p", f"interface:={value}"],
+                           cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, r.stderr
+        assert all(w in r.stderr for w in words), r.stderr
