@@ -297,6 +297,13 @@ def test_tiny_train_export_evaluate_in_the_language_env(tmp_path):
     ck = torch.load(tmp_path / "vla" / "checkpoint.pt", weights_only=False)
     assert ck["model_config"]["aux_pos_dim"] == 6          # the localisation loss trained on privileged labels
     assert any(k.startswith("aux_pos.") for k in ck["model_state"])
+    assert main(["train", "--policy", "vla", "--data", str(data), "--out", str(tmp_path / "vla_off"),
+                 "--vla-size", "tiny", "--steps", "1", "--no-progress", "--localisation-weight", "0"]) == 0
+    off = torch.load(tmp_path / "vla_off" / "checkpoint.pt", weights_only=False)
+    assert off["model_config"]["aux_pos_dim"] == 0 and off["config"]["aux_pos_weight"] == 0.0
+    assert main(["train", "--policy", "vla", "--data", str(data), "--out", str(tmp_path / "vla_bad"),
+                 "--vla-size", "tiny", "--steps", "1", "--no-progress", "--grounding-weight", "-1"]) == 2
+    assert not (tmp_path / "vla_bad" / "checkpoint.pt").exists()
 
     profile = load_robot("franka_panda")
     lo, hi = profile.limits.position.T

@@ -53,6 +53,11 @@ def add_arguments(p):
                    help="torch intra-op threads (default: 2, or 1 when the load average says the cores are busy)")
     v.add_argument("--text-encoder", default=None,
                    help="optional frozen pretrained text encoder (local TorchScript file); absent: from scratch")
+    v.add_argument("--grounding-weight", type=float, default=None,
+                   help="training-only lane x task loss (default 0.5; 0 = off)")
+    v.add_argument("--localisation-weight", type=float, default=None,
+                   help="training-only named-cube + goal position loss on the privileged columns (default 1.0; "
+                        "0 = off; see docs/vla.md for what it does to unseen colour x lane combinations)")
 
 
 def run(args) -> int:
@@ -177,6 +182,13 @@ def _run_vla(args) -> int:
         cfg.batch_size = args.batch_size
     if args.threads is not None:
         cfg.num_threads = args.threads
+    for flag, field in (("grounding_weight", "aux_weight"), ("localisation_weight", "aux_pos_weight")):
+        w = getattr(args, flag, None)
+        if w is not None:
+            if not (w >= 0.0 and w == w and w != float("inf")):
+                raise OnboardError(f"must be a finite weight >= 0, got {w}", field=f"--{flag.replace('_', '-')}",
+                                   fix="pass 0 to turn the loss off, or a positive weight")
+            setattr(cfg, field, float(w))
     if args.text_encoder:
         if Path(args.text_encoder).is_file():
             cfg.pretrained_text_encoder = args.text_encoder
@@ -187,7 +199,9 @@ def _run_vla(args) -> int:
           f"{len(data.tasks)} instructions, cameras {data.cameras} at {data.images[data.cameras[0]].shape[1:3]}, "
           f"state {[k['name'] for k in data.state_spec]}, {budget}, batch {cfg.batch_size}, grounding loss "
           + (f"on ({len(set(data.aux_label.tolist()) - {-1})} lane x task classes, weight {cfg.aux_weight})"
-             if data.aux_label is not None and cfg.aux_weight > 0 else "off"), flush=True)
+             if data.aux_label is not None and cfg.aux_weight > 0 else "off")
+          + ", localisation loss " + (f"on (named cube + goal positions, weight {cfg.aux_pos_weight})"
+                                      if data.aux_pos is not None and cfg.aux_pos_weight > 0 else "off"), flush=True)
     result = train(cfg, data, args.out, resume=args.resume, progress=not args.no_progress)
     sps = result.get("steps_per_second")
     loss = result["loss_history"][-1][1] if result["loss_history"] else float("nan")
