@@ -338,12 +338,22 @@ def test_training_stream_limits_match_the_deployed_safety_filter_command_for_com
 
 
 def test_cli_trains_exports_and_evaluates_the_g1_legs(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
     from onboard.cli import main
 
     out = tmp_path / "g1"
     assert main(["train", "--policy", "humanoid", "--task", "stand", "--total-steps", "96", "--num-envs", "4",
                  "--out", str(out), "--no-progress"]) == 0
     assert (out / "policy.pt").is_file() and (out / "policy.onnx").is_file()
+    first = torch.load(out / "policy.pt", weights_only=False)
+    # --resume continues OUT/policy.pt (weights and statistics); without one it is refused, exit 2
+    assert main(["train", "--policy", "humanoid", "--task", "stand", "--total-steps", "96", "--num-envs", "4",
+                 "--out", str(out), "--no-progress", "--resume"]) == 0
+    again = torch.load(out / "policy.pt", weights_only=False)
+    assert again["config"]["resume"] == str(out / "policy.pt")
+    assert again["stats_count"] > first["stats_count"]          # the observation statistics carried on
+    assert main(["train", "--policy", "humanoid", "--task", "stand", "--total-steps", "96", "--num-envs", "4",
+                 "--out", str(tmp_path / "nothing_here"), "--no-progress", "--resume"]) == 2
     assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--episodes", "1"]) == 0
     printed = capsys.readouterr().out
     assert "runtime_safety_mujoco_dr" in printed and "runtime_safety_pybullet" in printed

@@ -146,6 +146,12 @@ def _run_humanoid(args) -> int:
         argv += ["--max-wall-s", str(args.max_wall_s)]
     if args.no_dr:
         argv.append("--no-dr")
+    if args.resume:
+        prior = out / "policy.pt"
+        if not prior.is_file():
+            raise OnboardError("--resume given but there is no checkpoint to continue", file=str(prior),
+                               field="--resume", fix="drop --resume, or pass the --out folder of the earlier run")
+        argv += ["--resume", str(prior)]
     print(f"train humanoid ({task}): PPO, asymmetric critic, DR {'off' if args.no_dr else 'on'} -> "
           f"{out / 'policy.pt'}, {out / 'policy.onnx'}", flush=True)
     rc = humanoid_ppo.main(argv)
