@@ -280,6 +280,19 @@ class ResidualRuntime:
             cmd = np.asarray(self._safety.filter(cmd, self._t, self._state), dtype=np.float64)
         return cmd
 
+    def correction_toward(self, target: np.ndarray) -> np.ndarray:
+        """The correction (normalized units, clipped to +-scale) that moves this step's base command toward
+        ``target`` (physical units): ``clip((target - base) / (span/2), +-scale)``, the inverse of what
+        ``compose`` adds. Zero on a step where the base holds, and on an axis with zero span (the
+        residual cannot move it). Used to relabel demonstrations as residual actions."""
+        c = np.zeros(self.action_dim)
+        if self._base_cmd is None or self._hold:
+            return c
+        half = delta_unnormalize(np.ones(self.action_dim), self._act_norm)
+        d = np.asarray(target, np.float64).reshape(-1) - self._base_cmd
+        np.divide(d, half, out=c, where=half > 0)
+        return np.clip(c, -self.scale, self.scale)
+
     def residual(self, x: np.ndarray) -> np.ndarray:
         """The residual graph on a batch ``x (B, obs_dim + action_dim)`` -> correction (B, action_dim)."""
         x = np.ascontiguousarray(np.atleast_2d(x), dtype=np.float32)

@@ -17,7 +17,7 @@ same composition and safety filter as evaluation and deployment.
 Domain randomization is on by default (``dr=True``); training episode seeds
 start at 100000, far from the evaluation seeds (1000+).
 
-Checkpoint selection (PPO, ``val_every > 0``): every ``val_every`` updates the
+Checkpoint selection (``Selector``; PPO ``val_every`` updates, SAC ``val_every_steps``): every interval the
 deterministic residual (the mean correction) runs ``val_episodes`` episodes on
 fixed held-out validation seeds (50000+, used neither by training nor by
 ``onboard eval``), with fresh envs and base runtimes so every validation sees
@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from onboard.errors import OnboardError
 from policies.ppo import Rollout, ppo_update
 from policies.residual import DEFAULT_SCALE, ResidualActor, check_scale, save_checkpoint, squash
-from policies.residual_runtime import ResidualRuntime, artifact_sha256, delta_unnormalize
+from policies.residual_runtime import ResidualRuntime, artifact_sha256
 
 TRAIN_SEED_OFFSET = 100_000
 DEMO_SOURCES = ("base", "expert", "both")
@@ -208,15 +208,7 @@ class ResidualVecEnv:
         """Per env, the expert's command for this step as a bounded residual on the base's command:
         ``clip((expert - base) / (span/2), +-scale)``. Advances each expert one step; call once per step,
         between ``reset``/``step`` and the next ``step``. Zero where the base holds."""
-        out = np.zeros((self.n, self.act_dim))
-        for i, (ex, rt) in enumerate(zip(self.experts, self.rts)):
-            e = np.asarray(ex.act(), np.float64)
-            if rt._hold or rt._base_cmd is None:
-                continue
-            half = delta_unnormalize(np.ones(self.act_dim), rt._act_norm)
-            d = np.divide(e - rt._base_cmd, half, out=np.zeros(self.act_dim), where=half > 0)
-            out[i] = np.clip(d, -self.scale, self.scale)    # a zero-span axis cannot be corrected at all
-        return out
+        return np.stack([rt.correction_toward(ex.act()) for ex, rt in zip(self.experts, self.rts)])
 
     def _reset_one(self, i: int) -> np.ndarray:
         seed = self._next_seed
@@ -290,7 +282,7 @@ class TrainResult:
     history: list = field(default_factory=list)
     wall_s: float = 0.0
     env_steps: int = 0
-    selection: dict = field(default_factory=dict)     # held-out checkpoint selection (PPO with val_every)
+    selection: dict = field(default_factory=dict)     # held-out checkpoint selection (``Selector``)
 
 
 def _payload(res: TrainResult, base: Path, base_sha: str, cfg, base_num_steps) -> dict:
@@ -299,6 +291,40 @@ def _payload(res: TrainResult, base: Path, base_sha: str, cfg, base_num_steps) -
             "actor_state": res.actor.state_dict(), "base_artifact": str(base), "base_sha256": base_sha,
             "base_num_steps": base_num_steps, "task": cfg.task, "dr": cfg.dr, "history": res.history,
             "env_steps": res.env_steps, "wall_s": res.wall_s, "selection": res.selection}
+
+
+class Selector:
+    """Held-out checkpoint selection, shared by PPO and SAC (``cfg.val_episodes``; on when ``out`` is given).
+
+    ``start()`` scores the base alone (the zero residual: the bar to beat) and writes it as ``out``;
+    ``validate(actor, at)`` scores the mean residual, logs the row (``at``: where in training, e.g.
+    ``{"update": 40, "env_steps": 19200}``) and rewrites ``out`` when it beats the best so far."""
+
+    def __init__(self, base: Path, cfg, res: TrainResult, out, save, log):
+        self.base, self.cfg, self.res, self.out, self.save, self.log = base, cfg, res, out, save, log
+        self.best = -1.0
+
+    def start(self, at: dict) -> None:
+        cfg = self.cfg
+        self.best = validate_residual(self.base, None, cfg, cfg.val_episodes)
+        self.res.selection = {**at, "val_success": self.best, "val_episodes": cfg.val_episodes,
+                              "val_seeds": [VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_episodes - 1],
+                              "base_val": self.best}
+        self.log(json.dumps({"validation": "base alone", **self.res.selection}))
+        self.save(self.out)
+
+    def validate(self, actor: ResidualActor, at: dict) -> None:
+        score = validate_residual(self.base, actor, self.cfg, self.cfg.val_episodes)
+        row = {"validation": "residual", **at, "val_success": score, "best": max(self.best, score)}
+        self.log(json.dumps(row))
+        self.res.history.append(row)
+        if score > self.best:
+            self.best = score
+            self.res.selection = {**self.res.selection, **at, "val_success": score}
+            self.save(self.out)
+
+    def save_last(self) -> None:
+        self.save(Path(self.out).with_name("residual_last.pt"))
 
 
 def validate_residual(base: Path, actor: ResidualActor | None, cfg, episodes: int) -> float:
@@ -342,13 +368,10 @@ def train_ppo(base: str | Path, cfg: ResidualPPOConfig, out: str | Path | None =
     res = TrainResult(ac.actor, cfg, "ppo")
     x = venv.reset()
     successes, magnitudes = [], []
-    best = -1.0
-    if cfg.val_every and out is not None:
-        best = validate_residual(base, None, cfg, cfg.val_episodes)
-        res.selection = {"update": 0, "env_steps": 0, "val_success": best, "val_episodes": cfg.val_episodes,
-                         "val_seeds": [VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_episodes - 1], "base_val": best}
-        log(json.dumps({"validation": "base alone", **res.selection}))
-        save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
+    save = lambda path: save_checkpoint(path, _payload(res, base, base_sha, cfg, base_num_steps))  # noqa: E731
+    selector = Selector(base, cfg, res, out, save, log) if cfg.val_every and out is not None else None
+    if selector is not None:
+        selector.start({"update": 0, "env_steps": 0})
     t0 = time.perf_counter()
     for upd in range(n_updates):
         if cfg.anneal_lr:
@@ -380,23 +403,13 @@ def train_ppo(base: str | Path, cfg: ResidualPPOConfig, out: str | Path | None =
             successes, magnitudes = [], []
         stop = cfg.max_wall_s > 0 and res.wall_s > cfg.max_wall_s
         last = stop or upd == n_updates - 1
-        if out is not None and cfg.val_every:
+        if selector is not None:
             if (upd + 1) % cfg.checkpoint_every == 0 or last:
-                save_checkpoint(Path(out).with_name("residual_last.pt"), _payload(res, base, base_sha, cfg,
-                                                                                  base_num_steps))
+                selector.save_last()
             if (upd + 1) % cfg.val_every == 0 or last:
-                score = validate_residual(base, ac.actor, cfg, cfg.val_episodes)
-                row = {"validation": "residual", "update": upd + 1, "env_steps": res.env_steps,
-                       "val_success": score, "best": max(best, score)}
-                log(json.dumps(row))
-                res.history.append(row)
-                if score > best:
-                    best = score
-                    res.selection = {**res.selection, "update": upd + 1, "env_steps": res.env_steps,
-                                     "val_success": score}
-                    save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
+                selector.validate(ac.actor, {"update": upd + 1, "env_steps": res.env_steps})
         elif out is not None and ((upd + 1) % cfg.checkpoint_every == 0 or last):
-            save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
+            save(out)
         if stop:
             log(json.dumps({"stopped": "max_wall_s", "update": upd + 1, "env_steps": res.env_steps}))
             break
@@ -518,18 +531,18 @@ def train_sac(base: str | Path, cfg: ResidualSACConfig, out: str | Path | None =
     opt_a = torch.optim.Adam([log_alpha], lr=cfg.alpha_lr)
     online = ReplayBuffer(cfg.buffer_size, D, A)
     sources = ("base", "expert") if cfg.demo_source == "both" else (cfg.demo_source,)
-    offline = ReplayBuffer(max(1, cfg.demo_episodes * 400 * len(sources)), D, A)
+    longest = max(env.max_steps for env in venv.envs)           # a kept demo episode is at most this long
+    # up to n - 1 extra episodes can end in the step that completes the count
+    offline = ReplayBuffer(max(1, (cfg.demo_episodes + venv.n) * longest * len(sources)), D, A)
     res = TrainResult(pi.actor, cfg, "sac")
     t0 = time.perf_counter()
     for src in sources if cfg.demo_episodes > 0 else ():
         res.history.append({"demos": collect_demos(venv, cfg.demo_episodes, offline, src, log)})
-    best, last_val = -1.0, 0
-    if cfg.val_every_steps and out is not None:
-        best = validate_residual(base, None, cfg, cfg.val_episodes)
-        res.selection = {"env_steps": 0, "val_success": best, "val_episodes": cfg.val_episodes,
-                         "val_seeds": [VAL_SEED_OFFSET, VAL_SEED_OFFSET + cfg.val_episodes - 1], "base_val": best}
-        log(json.dumps({"validation": "base alone", **res.selection}))
-        save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
+    last_val = 0
+    save = lambda path: save_checkpoint(path, _payload(res, base, base_sha, cfg, base_num_steps))  # noqa: E731
+    selector = Selector(base, cfg, res, out, save, log) if cfg.val_every_steps and out is not None else None
+    if selector is not None:
+        selector.start({"env_steps": 0})
     x = venv.reset()
     steps, updates_due, last_log, last_ck = 0, 0.0, 0, 0
     successes, magnitudes, stats = [], [], {}
@@ -584,24 +597,16 @@ def train_sac(base: str | Path, cfg: ResidualSACConfig, out: str | Path | None =
             successes, magnitudes = [], []
         stop = cfg.max_wall_s > 0 and res.wall_s > cfg.max_wall_s
         last = stop or steps >= cfg.total_steps
-        if out is not None and cfg.val_every_steps:
+        if selector is not None:
             if steps - last_ck >= cfg.checkpoint_every_steps or last:
                 last_ck = steps
-                save_checkpoint(Path(out).with_name("residual_last.pt"),
-                                _payload(res, base, base_sha, cfg, base_num_steps))
+                selector.save_last()
             if steps - last_val >= cfg.val_every_steps or last:
                 last_val = steps
-                score = validate_residual(base, pi.actor, cfg, cfg.val_episodes)
-                row = {"validation": "residual", "env_steps": steps, "val_success": score, "best": max(best, score)}
-                log(json.dumps(row))
-                res.history.append(row)
-                if score > best:
-                    best = score
-                    res.selection = {**res.selection, "env_steps": steps, "val_success": score}
-                    save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
+                selector.validate(pi.actor, {"env_steps": steps})
         elif out is not None and (steps - last_ck >= cfg.checkpoint_every_steps or last):
             last_ck = steps
-            save_checkpoint(out, _payload(res, base, base_sha, cfg, base_num_steps))
+            save(out)
         if stop:
             log(json.dumps({"stopped": "max_wall_s", "env_steps": steps}))
             break

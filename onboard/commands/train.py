@@ -160,6 +160,7 @@ def _run_humanoid(args) -> int:
 
 
 def _run_vla(args) -> int:
+    import math
     from pathlib import Path
 
     from onboard.errors import OnboardError
@@ -191,7 +192,7 @@ def _run_vla(args) -> int:
     for flag, field in (("grounding_weight", "aux_weight"), ("localisation_weight", "aux_pos_weight")):
         w = getattr(args, flag, None)
         if w is not None:
-            if not (w >= 0.0 and w == w and w != float("inf")):
+            if not (math.isfinite(w) and w >= 0.0):
                 raise OnboardError(f"must be a finite weight >= 0, got {w}", field=f"--{flag.replace('_', '-')}",
                                    fix="pass 0 to turn the loss off, or a positive weight")
             setattr(cfg, field, float(w))
