@@ -234,6 +234,26 @@ def test_chunk_inside_every_limit_is_returned_unchanged():
     assert np.array_equal(f.filter_chunk(chunk, {"q": Q0}, 0.1), chunk)
 
 
+def test_a_one_step_gripper_close_does_not_slow_the_arm_chunk():
+    # The gripper is its own actuator: closing it in one 0.1 s step (16x its 0.05 m/s) is rate-limited
+    # per step, not by re-timing the arm's chunk (which made every grasp 16x slower; session 4 finding).
+    f = _panda()
+    chunk = Q0 + np.outer(np.arange(1, 9) * 0.01, np.r_[1, 0, 0, 0, 0, 0, 0, 0])
+    chunk[2:, 7] = 0.0                                   # close the fingers at the third step
+    out = f.filter_chunk(chunk, {"q": Q0}, 0.1)
+    assert np.array_equal(out, chunk)
+    assert "chunk_velocity" not in f.summary()["counts"]
+    q, widths = Q0.copy(), []
+    for k, cmd in enumerate(out):
+        q = f.filter(cmd, 0.1 * (k + 1))
+        widths.append(q[7])
+    assert np.all(np.abs(np.diff(np.r_[0.04, widths])) <= 0.05 * 0.1 + 1e-12)   # still 0.05 m/s per step
+    assert f.summary()["counts"]["gripper"] >= 1
+    arm_too_fast = chunk.copy()
+    arm_too_fast[:, 0] = Q0[0] + np.arange(1, 9) * 0.5   # 5 rad/s on joint 1: the chunk is re-timed
+    assert f.filter_chunk(arm_too_fast, {"q": q}, 0.9)[0, 0] < arm_too_fast[0, 0]
+
+
 # ---------------------------------------------------------------- workspace
 def test_command_outside_the_workspace_box_is_projected_inside():
     # At 30 % speed the arm can always brake within one step, so the hard box holds on its own.
