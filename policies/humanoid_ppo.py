@@ -70,6 +70,13 @@ class HumanoidPPOConfig:
     max_wall_s: float = 0.0              # > 0: stop (and keep the model) after this much training time
     resume: str = ""                     # checkpoint to continue from (weights and statistics)
     stream_limits: bool = True           # train inside the safety filter's joint-stream limits (see StreamLimits)
+    step_in_place: bool = False          # stand: gait rewards at zero command (march in place, step into pushes)
+    push_curriculum: bool = False        # grow the push size from push_start to the YAML's maximum
+    push_start: float = 0.3              # first push scale of the curriculum (x the YAML's max_vel_m_s)
+    push_step: float = 0.1               # scale change per decision
+    push_window: int = 32                # finished episodes per curriculum decision
+    push_up_fall_rate: float = 0.15      # raise the scale when fewer episodes than this fell
+    push_down_fall_rate: float = 0.5     # lower it when more fell
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -77,6 +84,9 @@ class HumanoidPPOConfig:
                                fix="pick a divisor of num_envs * num_steps")
         if self.history < 1:
             raise OnboardError(f"history {self.history} < 1", field="history", fix="use 1 or more frames")
+        if not 0.0 < self.push_start <= 1.0:
+            raise OnboardError(f"push_start {self.push_start} outside (0, 1]", field="push_start",
+                               fix="pass --push-start between 0 and 1 (a fraction of the YAML's push size)")
 
 
 class AsymmetricActorCritic(nn.Module):
@@ -164,6 +174,32 @@ class StreamLimits:
         return out.reshape(self.n, self.j)
 
 
+class PushCurriculum:
+    """Push size as a fraction of the DR YAML's maximum, raised while the robot survives.
+
+    Every ``push_window`` finished episodes: fewer than ``push_up_fall_rate`` of them fell -> scale up by
+    ``push_step`` (at most 1.0); more than ``push_down_fall_rate`` fell -> down (at least ``push_start``).
+    The evaluation always uses the full pushes (scale 1.0)."""
+
+    def __init__(self, cfg: HumanoidPPOConfig):
+        self.cfg, self.scale, self._fell = cfg, float(cfg.push_start), []
+        self.reached_full_at: int | None = None
+
+    def update(self, fell, log=None) -> float:
+        c = self.cfg
+        self._fell += [bool(f) for f in np.atleast_1d(fell)]
+        if len(self._fell) >= c.push_window:
+            rate, old = float(np.mean(self._fell)), self.scale
+            if rate < c.push_up_fall_rate:
+                self.scale = min(1.0, round(self.scale + c.push_step, 6))
+            elif rate > c.push_down_fall_rate:
+                self.scale = max(c.push_start, round(self.scale - c.push_step, 6))
+            if self.scale != old and log is not None:
+                log(json.dumps({"push_scale": self.scale, "fall_rate_window": round(rate, 3)}))
+            self._fell = []
+        return self.scale
+
+
 @dataclass
 class HumanoidTrainResult:
     model: AsymmetricActorCritic
@@ -180,7 +216,11 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    env = HumanoidVecEnv(cfg.num_envs, task=cfg.task, dr=cfg.dr, seed=cfg.seed, history=cfg.history)
+    env = HumanoidVecEnv(cfg.num_envs, task=cfg.task, dr=cfg.dr, seed=cfg.seed, history=cfg.history,
+                         step_in_place=cfg.step_in_place)
+    curriculum = PushCurriculum(cfg) if cfg.push_curriculum else None
+    if curriculum is not None:
+        env.push_scale = curriculum.scale
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
                                cfg.init_log_std)
     opt = torch.optim.Adam(ac.parameters(), lr=cfg.learning_rate, eps=1e-5)
@@ -234,6 +274,8 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
                 ep_len += info["episode_steps"].tolist()
                 ep_fell += info["episode_fell"].tolist()
                 ep_lin += info["episode_lin_vel_err"].tolist()
+                if curriculum is not None:
+                    env.push_scale = curriculum.update(info["episode_fell"], log)
             ro.rew[t], ro.done[t] = rew, (term | trunc).astype(np.float32)
         with torch.no_grad():
             last_val = ac.value(torch.as_tensor(norm.both(obs, cobs))).numpy()
@@ -258,7 +300,8 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
             row = {"update": upd + 1, "env_steps": res.env_steps, "wall_s": round(time.perf_counter() - t0, 1),
                    "return": float(np.mean(ep_ret)), "episode_s": float(np.mean(ep_len)) * env.dt_s,
                    "fall_rate": float(np.mean(ep_fell)), "lin_vel_err": float(np.mean(ep_lin)),
-                   "episodes": len(ep_ret), "std": float(ac.log_std.detach().exp().mean()), **stats}
+                   "episodes": len(ep_ret), "std": float(ac.log_std.detach().exp().mean()),
+                   "push_scale": float(env.push_scale), **stats}
             res.history.append(row)
             log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
             ep_ret, ep_len, ep_fell, ep_lin = [], [], [], []
@@ -534,6 +577,11 @@ def main(argv=None) -> int:
     ap.add_argument("--max-wall-s", type=float, default=0.0)
     ap.add_argument("--no-dr", action="store_true")
     ap.add_argument("--resume", help="checkpoint to continue from (weights and statistics)")
+    ap.add_argument("--step-in-place", action="store_true",
+                    help="stand: reward the gait (stance/swing by phase) at zero command too: march in place")
+    ap.add_argument("--push-curriculum", action="store_true",
+                    help="start pushes at --push-start x the YAML's size and raise them as falls get rare")
+    ap.add_argument("--push-start", type=float, default=HumanoidPPOConfig.push_start)
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--pybullet-episodes", type=int, default=10)
     ap.add_argument("--eval-only", action="store_true", help="evaluate <out>.pt / <out>.onnx, no training")
@@ -542,7 +590,9 @@ def main(argv=None) -> int:
     log = lambda line: print(line, flush=True)  # noqa: E731
     if not a.eval_only:
         cfg = HumanoidPPOConfig(task=a.task, total_steps=a.total_steps, num_envs=a.num_envs, history=a.history,
-                                seed=a.seed, dr=not a.no_dr, max_wall_s=a.max_wall_s, resume=a.resume or "")
+                                seed=a.seed, dr=not a.no_dr, max_wall_s=a.max_wall_s, resume=a.resume or "",
+                                step_in_place=a.step_in_place, push_curriculum=a.push_curriculum,
+                                push_start=a.push_start)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         export_humanoid(ck, f"{a.out}.onnx")

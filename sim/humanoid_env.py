@@ -107,7 +107,7 @@ class HumanoidVecEnv:
     """``num_envs`` G1 leg robots on one task, batched. See the module docstring."""
 
     def __init__(self, num_envs: int = 1, task: str = "stand", dr=False, seed: int = 0, history: int = 5,
-                 episode_s: float = EPISODE_S, reward_scales: dict | None = None):
+                 episode_s: float = EPISODE_S, reward_scales: dict | None = None, step_in_place: bool = False):
         if task not in TASKS:
             raise ConfigError(f"unknown humanoid task '{task}'", field="task", fix=f"use one of {list(TASKS)}")
         if int(history) < 1:
@@ -140,11 +140,15 @@ class HumanoidVecEnv:
             FRAME_DIM, FRAME_DIM * self.history, CRITIC_DIM, 12)
         self.reward_scales = dict(REWARD_SCALES, **(reward_scales or {}))
         self.fall_tilt_rad = FALL_TILT_RAD
-        if task == "stand":
-            for k in ("tracking_lin_vel", "tracking_ang_vel"):     # zero command: same terms, keep them
-                self.reward_scales[k] = self.reward_scales[k]
+        # step_in_place: the gait terms (stance/swing by phase, swing height) also apply at zero command,
+        # so the robot marches in place (as unitree_rl_gym's G1) and always has a foot ready to catch a push.
+        self.step_in_place = bool(step_in_place)
+        if task == "stand" and not self.step_in_place:
             self.reward_scales["contact"] = 0.0
             self.reward_scales["feet_swing_height"] = 0.0
+        # Push curriculum: the drawn push size is multiplied by this (1.0 = the DR YAML's pushes; the
+        # trainer raises it as the policy survives, see policies.humanoid_ppo).
+        self.push_scale = 1.0
         lim = self.desc.joint_range
         mid, half = lim.mean(1), (lim[:, 1] - lim[:, 0]) / 2
         self.soft_lo, self.soft_hi = mid - 0.9 * half, mid + 0.9 * half
@@ -380,7 +384,7 @@ class HumanoidVecEnv:
         if pushed.any():
             for i in np.flatnonzero(pushed):
                 rng = self._rngs[i]
-                ang, r = rng.uniform(0, 2 * math.pi), self.push_max_vel[i] * math.sqrt(rng.uniform())
+                ang, r = rng.uniform(0, 2 * math.pi), self.push_max_vel[i] * self.push_scale * math.sqrt(rng.uniform())
                 dv = r * np.array([math.cos(ang), math.sin(ang)])
                 self.qvel[i, 0:2] += dv
                 self.push_vel[i] = dv
@@ -463,7 +467,7 @@ class HumanoidVecEnv:
             "hip_pos": np.sum(q[:, hip] ** 2, 1),
         }
         if s.get("contact", 0.0) or s.get("feet_swing_height", 0.0):
-            moving = np.linalg.norm(self.command, axis=1) > 0.1
+            moving = (np.linalg.norm(self.command, axis=1) > 0.1) | self.step_in_place
             terms["contact"] = np.sum(contact == stance, 1) * moving
             fz = self.data.xpos[self.ix.foot_bodies, 2]
             terms["feet_swing_height"] = np.sum((fz - 0.04 - FOOT_SWING_HEIGHT_M) ** 2 * ~contact, 1) * moving

@@ -316,6 +316,40 @@ def test_walk_task_samples_velocity_commands_and_scores_gait_contacts():
     assert np.all(np.isfinite(r))
 
 
+def test_step_in_place_scores_the_gait_at_zero_command():
+    still = HumanoidVecEnv(2, task="stand", seed=3)
+    march = HumanoidVecEnv(2, task="stand", seed=3, step_in_place=True)
+    assert march.reward_scales["contact"] > 0 and still.reward_scales["contact"] == 0.0
+    for e in (still, march):
+        e.reset()
+    _, r_still, *_ = still.step(np.zeros((2, 12)))
+    _, r_march, *_ = march.step(np.zeros((2, 12)))
+    # Same physics and seed; both feet down at the start: stance matches for one foot, so the march pays it.
+    assert np.all(r_march != r_still) and not march.command.any()
+
+
+def test_push_curriculum_scales_pushes_and_rises_only_while_the_robot_survives():
+    from policies.humanoid_ppo import HumanoidPPOConfig, PushCurriculum
+    cfg = HumanoidPPOConfig(push_curriculum=True, push_start=0.3, push_window=4)
+    cur = PushCurriculum(cfg)
+    assert cur.update([True, True, True, True]) == 0.3            # all fell: stays at the floor
+    assert cur.update([False] * 4) == 0.4                         # none fell: up one step
+    for _ in range(10):
+        cur.update([False] * 4)
+    assert cur.scale == 1.0                                       # capped at the YAML's pushes
+    assert cur.update([True, True, True, False]) == 0.9           # 75 % fell: down
+    with pytest.raises(Exception, match="push_start"):
+        HumanoidPPOConfig(push_start=0.0).validate()
+    env = HumanoidVecEnv(1, task="stand", dr=True, seed=4)
+    env.reset()
+    env.push_scale = 0.5
+    env.next_push_step[:] = env.t_step
+    v0 = env.qvel[0, 0:2].copy()
+    env.step(np.zeros((1, 12)))
+    assert 0.0 < np.linalg.norm(env.push_vel[0]) / math.exp(-env.dt_s) <= 0.5 * env.push_max_vel[0] + 1e-9
+    assert not np.array_equal(v0, env.qvel[0, 0:2])
+
+
 def test_training_stream_limits_match_the_deployed_safety_filter_command_for_command():
     from onboard.paths import config_dir
     from policies.humanoid_ppo import StreamLimits
