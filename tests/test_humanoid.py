@@ -391,5 +391,15 @@ def test_cli_trains_exports_and_evaluates_the_g1_legs(tmp_path, capsys):
     assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--episodes", "1"]) == 0
     printed = capsys.readouterr().out
     assert "runtime_safety_mujoco_dr" in printed and "runtime_safety_pybullet" in printed
+    # Survival against push size, through the runtime + filter, with its plot and report
+    assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--episodes", "2", "--push-sweep", "0,1.0",
+                 "--out", str(tmp_path / "sweep")]) == 0
+    printed = capsys.readouterr().out
+    assert "pushes <= 0.00 m/s | survived" in printed and "pushes <= 1.00 m/s | survived" in printed
+    import json
+    rows = json.loads((tmp_path / "sweep" / "push_sweep.json").read_text())["rows"]
+    assert [r["push_max_vel_m_s"] for r in rows] == [0.0, 1.0] and all(r["episodes"] == 2 for r in rows)
+    assert (tmp_path / "sweep" / "push_sweep.png").stat().st_size > 0
+    assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--push-sweep", "0,fast"]) == 2
     (out / "policy.pt").unlink()
     assert main(["eval", str(out / "policy.onnx"), "--episodes", "1"]) == 2      # names the missing checkpoint

@@ -38,6 +38,10 @@ def add_arguments(p):
     v = p.add_argument_group("vla artifacts (language-conditioned)")
     v.add_argument("--split", default="seen,paraphrase,unseen_combo",
                    help="comma list of evaluation splits: seen | paraphrase | unseen_combo (default: all three)")
+    h = p.add_argument_group("humanoid artifacts (G1 legs)")
+    h.add_argument("--push-sweep", default=None, metavar="V1,V2,...",
+                   help="stand: survival against push size [m/s] through the runtime + safety filter, "
+                        "--episodes each (e.g. 0,0.3,0.5,1.0); writes push_sweep.png/json into --out")
     q = p.add_argument_group("quadrotor")
     q.add_argument("--safety", default=None, help="safety envelope YAML (default: the one the contract records)")
     q.add_argument("--plant", default="mujoco", choices=["mujoco", "pybullet"], help="simulator (default mujoco)")
@@ -91,6 +95,24 @@ def _run_humanoid(args) -> int:
     task = args.task or "stand"
     if task not in ("stand", "walk"):
         raise OnboardError(f"unknown humanoid task '{task}'", field="--task", fix="use stand or walk")
+    if args.push_sweep:
+        from policies.humanoid_ppo import push_sweep
+        try:
+            levels = [float(v) for v in args.push_sweep.split(",") if v.strip()]
+        except ValueError:
+            raise OnboardError(f"not a comma list of numbers: {args.push_sweep!r}", field="--push-sweep",
+                               fix="pass push sizes in m/s, e.g. --push-sweep 0,0.3,0.5,1.0") from None
+        if task != "stand" or not levels:
+            raise OnboardError("the push sweep needs --task stand and at least one push size", field="--push-sweep",
+                               fix="pass --task stand --push-sweep 0,0.3,0.5,1.0")
+        out_dir = Path(args.out) if args.out else Path(args.artifact).parent / "eval"
+        for r in push_sweep(prefix, levels, episodes=args.episodes, out_dir=out_dir, log=lambda line: None):
+            lo, hi = r["ci95"]
+            print(f"[eval] g1 stand | pushes <= {r['push_max_vel_m_s']:.2f} m/s | survived {r['survived']}/"
+                  f"{r['episodes']} = {100 * r['survival']:.0f}% ({100 * lo:.1f}-{100 * hi:.1f}%) | "
+                  f"mean time up {r['mean_episode_s']:.1f} s")
+        print(f"[eval] plot: {out_dir / 'push_sweep.png'}")
+        return 0
     out = evaluate_artifacts(prefix, task=task, episodes=args.episodes, pybullet_episodes=min(10, args.episodes),
                              log=lambda line: None)
     for name, r in out.items():
