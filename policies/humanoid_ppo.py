@@ -46,6 +46,7 @@ EXPORT_ACTION_BOUND = 4.0      # |a| <= 4: PD target within 1 rad of the default
 class HumanoidPPOConfig:
     task: str = "stand"
     dr: bool = True
+    dr_config: str = ""                  # training DR YAML (default: config/randomization/g1_12dof_<task>.yaml)
     history: int = 5                     # actor frames (47-D each)
     num_envs: int = 64
     num_steps: int = 24                  # rollout length per env per update (legged_gym)
@@ -216,7 +217,8 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    env = HumanoidVecEnv(cfg.num_envs, task=cfg.task, dr=cfg.dr, seed=cfg.seed, history=cfg.history,
+    dr = (cfg.dr_config or True) if cfg.dr else False
+    env = HumanoidVecEnv(cfg.num_envs, task=cfg.task, dr=dr, seed=cfg.seed, history=cfg.history,
                          step_in_place=cfg.step_in_place)
     curriculum = PushCurriculum(cfg) if cfg.push_curriculum else None
     if curriculum is not None:
@@ -637,6 +639,8 @@ def main(argv=None) -> int:
     ap.add_argument("--push-curriculum", action="store_true",
                     help="start pushes at --push-start x the YAML's size and raise them as falls get rare")
     ap.add_argument("--push-start", type=float, default=HumanoidPPOConfig.push_start)
+    ap.add_argument("--dr-config", default="", help="training DR YAML (default: the task's; evaluation always "
+                                                    "uses the task's own YAML)")
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--pybullet-episodes", type=int, default=10)
     ap.add_argument("--eval-only", action="store_true", help="evaluate <out>.pt / <out>.onnx, no training")
@@ -647,7 +651,7 @@ def main(argv=None) -> int:
         cfg = HumanoidPPOConfig(task=a.task, total_steps=a.total_steps, num_envs=a.num_envs, history=a.history,
                                 seed=a.seed, dr=not a.no_dr, max_wall_s=a.max_wall_s, resume=a.resume or "",
                                 step_in_place=a.step_in_place, push_curriculum=a.push_curriculum,
-                                push_start=a.push_start)
+                                push_start=a.push_start, dr_config=a.dr_config)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         export_humanoid(ck, f"{a.out}.onnx")
