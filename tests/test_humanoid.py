@@ -340,6 +340,9 @@ def test_push_curriculum_scales_pushes_and_rises_only_while_the_robot_survives()
     assert cur.update([True, True, True, False]) == 0.9           # 75 % fell: down
     with pytest.raises(Exception, match="push_start"):
         HumanoidPPOConfig(push_start=0.0).validate()
+    from policies.humanoid_ppo import train
+    with pytest.raises(ConfigError, match="nope.yaml"):                  # --dr-config names a missing file
+        train(HumanoidPPOConfig(num_envs=4, total_steps=96, dr_config="/nope.yaml"))
     env = HumanoidVecEnv(1, task="stand", dr=True, seed=4)
     env.reset()
     env.push_scale = 0.5
