@@ -201,6 +201,61 @@ def plot_success(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+# ---- humanoid: survival against push size ---------------------------------------------------
+def humanoid_push_sweep(prefix: str, levels=(0.0, 0.3, 0.5, 1.0), *, episodes: int = 50, seed: int = 10_000,
+               out_dir: str | Path | None = None, log=print) -> list[dict]:
+    """G1 stand: survival against push size. The artifact through the runtime + safety filter (MuJoCo, the stand DR
+    with ``max_vel_m_s`` set to each level; 0 = no pushes), ``episodes`` each on the same seeds.
+    Writes ``push_sweep.json`` and ``push_sweep.png`` (survival with 95% intervals) into ``out_dir``."""
+    import copy
+
+    from policies.humanoid_ppo import evaluate, load_checkpoint, runtime_act_fn
+    from sim2real.humanoid_randomization import load_humanoid_dr_config
+    res, _ = load_checkpoint(f"{prefix}.pt")
+    base = load_humanoid_dr_config(task="stand")
+    rows = []
+    for v in levels:
+        if v < 0:
+            raise OnboardError(f"push size {v} < 0", field="--push-sweep", fix="give push sizes in m/s, >= 0")
+        cfg = copy.deepcopy(base)
+        if v == 0:
+            cfg.sections.pop("pushes", None)
+        else:
+            cfg.sections.setdefault("pushes", {"interval_s": (4.0, 6.0)})["max_vel_m_s"] = float(v)
+        n = min(50, episodes)
+        r = evaluate(runtime_act_fn(f"{prefix}.onnx", n), task="stand", episodes=episodes, dr=cfg,
+                     history=res.config.history, num_envs=n, seed=seed)
+        ok = r["episodes"] - r["falls"]
+        lo, hi = wilson_interval(ok, r["episodes"])
+        rows.append({"push_max_vel_m_s": float(v), "survived": ok, "episodes": r["episodes"],
+                     "survival": r["survival"], "ci95": [lo, hi], "mean_episode_s": r["mean_episode_s"]})
+        log(json.dumps(rows[-1]))
+    if out_dir is not None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "push_sweep.json.tmp"
+        tmp.write_text(json.dumps({"artifact": f"{prefix}.onnx", "rows": rows}, indent=1))
+        tmp.replace(out / "push_sweep.json")
+        x = [r["push_max_vel_m_s"] for r in rows]
+        y = np.array([r["survival"] for r in rows])
+        err = np.array([[r["survival"] - r["ci95"][0] for r in rows], [r["ci95"][1] - r["survival"] for r in rows]])
+        fig, ax = plt.subplots(figsize=(4.6, 3.2))
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=4)
+        ax.axhline(0.95, color="grey", ls="--", lw=0.8, label="target 95%")
+        ax.set_xlabel("largest push [m/s] (uniform over the disk, every 4-6 s)")
+        ax.set_ylabel("20 s episodes survived (95% CI)")
+        ax.set_ylim(-0.03, 1.05)
+        ax.set_title(f"{Path(prefix).parent.name}/{Path(prefix).name}: runtime + safety filter, DR", fontsize=8)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "push_sweep.png", dpi=120)
+        plt.close(fig)
+    return rows
+
+
 # ---- residual policies: base vs base+residual on the same seeds ---------------------------------
 @dataclass
 class ResidualEvalResult:

@@ -96,7 +96,7 @@ def _run_humanoid(args) -> int:
     if task not in ("stand", "walk"):
         raise OnboardError(f"unknown humanoid task '{task}'", field="--task", fix="use stand or walk")
     if args.push_sweep:
-        from policies.humanoid_ppo import push_sweep
+        from onboard.evaluation import humanoid_push_sweep
         try:
             levels = [float(v) for v in args.push_sweep.split(",") if v.strip()]
         except ValueError:
@@ -106,7 +106,7 @@ def _run_humanoid(args) -> int:
             raise OnboardError("the push sweep needs --task stand and at least one push size", field="--push-sweep",
                                fix="pass --task stand --push-sweep 0,0.3,0.5,1.0")
         out_dir = Path(args.out) if args.out else Path(args.artifact).parent / "eval"
-        for r in push_sweep(prefix, levels, episodes=args.episodes, out_dir=out_dir, log=lambda line: None):
+        for r in humanoid_push_sweep(prefix, levels, episodes=args.episodes, out_dir=out_dir, log=lambda line: None):
             lo, hi = r["ci95"]
             print(f"[eval] g1 stand | pushes <= {r['push_max_vel_m_s']:.2f} m/s | survived {r['survived']}/"
                   f"{r['episodes']} = {100 * r['survival']:.0f}% ({100 * lo:.1f}-{100 * hi:.1f}%) | "
