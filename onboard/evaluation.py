@@ -203,9 +203,9 @@ def plot_success(rows: list[dict], path: Path, title: str) -> None:
 
 # ---- humanoid: survival against push size ---------------------------------------------------
 def humanoid_push_sweep(prefix: str, levels=(0.0, 0.3, 0.5, 1.0), *, episodes: int = 50, seed: int = 10_000,
-               out_dir: str | Path | None = None, log=print) -> list[dict]:
-    """G1 stand: survival against push size. The artifact through the runtime + safety filter (MuJoCo, the stand DR
-    with ``max_vel_m_s`` set to each level; 0 = no pushes), ``episodes`` each on the same seeds.
+                        out_dir: str | Path | None = None, log=print) -> list[dict]:
+    """G1 stand: survival against push size. The artifact through the runtime + safety filter (MuJoCo, the
+    stand DR with ``max_vel_m_s`` set to each level; 0 = no pushes), ``episodes`` each on the same seeds.
     Writes ``push_sweep.json`` and ``push_sweep.png`` (survival with 95% intervals) into ``out_dir``."""
     import copy
 
@@ -213,6 +213,10 @@ def humanoid_push_sweep(prefix: str, levels=(0.0, 0.3, 0.5, 1.0), *, episodes: i
     from sim2real.humanoid_randomization import load_humanoid_dr_config
     res, _ = load_checkpoint(f"{prefix}.pt")
     base = load_humanoid_dr_config(task="stand")
+    interval = base.sections.get("pushes", {}).get("interval_s")
+    if not interval:
+        raise OnboardError("the stand DR YAML has no push interval to sweep over", field="pushes.interval_s",
+                           fix="restore the pushes section of config/randomization/g1_12dof_stand.yaml")
     rows = []
     for v in levels:
         if v < 0:
@@ -221,7 +225,7 @@ def humanoid_push_sweep(prefix: str, levels=(0.0, 0.3, 0.5, 1.0), *, episodes: i
         if v == 0:
             cfg.sections.pop("pushes", None)
         else:
-            cfg.sections.setdefault("pushes", {"interval_s": (4.0, 6.0)})["max_vel_m_s"] = float(v)
+            cfg.sections["pushes"]["max_vel_m_s"] = float(v)
         n = min(50, episodes)
         r = evaluate(runtime_act_fn(f"{prefix}.onnx", n), task="stand", episodes=episodes, dr=cfg,
                      history=res.config.history, num_envs=n, seed=seed)
@@ -236,16 +240,14 @@ def humanoid_push_sweep(prefix: str, levels=(0.0, 0.3, 0.5, 1.0), *, episodes: i
         import matplotlib.pyplot as plt
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "push_sweep.json.tmp"
-        tmp.write_text(json.dumps({"artifact": f"{prefix}.onnx", "rows": rows}, indent=1))
-        tmp.replace(out / "push_sweep.json")
+        _write_json_atomic(out / "push_sweep.json", {"artifact": f"{prefix}.onnx", "rows": rows})
         x = [r["push_max_vel_m_s"] for r in rows]
         y = np.array([r["survival"] for r in rows])
         err = np.array([[r["survival"] - r["ci95"][0] for r in rows], [r["ci95"][1] - r["survival"] for r in rows]])
         fig, ax = plt.subplots(figsize=(4.6, 3.2))
         ax.errorbar(x, y, yerr=err, marker="o", capsize=4)
         ax.axhline(0.95, color="grey", ls="--", lw=0.8, label="target 95%")
-        ax.set_xlabel("largest push [m/s] (uniform over the disk, every 4-6 s)")
+        ax.set_xlabel(f"largest push [m/s] (uniform over the disk, every {interval[0]:g}-{interval[1]:g} s)")
         ax.set_ylabel("20 s episodes survived (95% CI)")
         ax.set_ylim(-0.03, 1.05)
         ax.set_title(f"{Path(prefix).parent.name}/{Path(prefix).name}: runtime + safety filter, DR", fontsize=8)

@@ -184,7 +184,6 @@ class PushCurriculum:
 
     def __init__(self, cfg: HumanoidPPOConfig):
         self.cfg, self.scale, self._fell = cfg, float(cfg.push_start), []
-        self.reached_full_at: int | None = None
 
     def update(self, fell, log=None) -> float:
         c = self.cfg

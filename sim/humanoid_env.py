@@ -384,7 +384,8 @@ class HumanoidVecEnv:
         if pushed.any():
             for i in np.flatnonzero(pushed):
                 rng = self._rngs[i]
-                ang, r = rng.uniform(0, 2 * math.pi), self.push_max_vel[i] * self.push_scale * math.sqrt(rng.uniform())
+                ang = rng.uniform(0, 2 * math.pi)
+                r = self.push_max_vel[i] * self.push_scale * math.sqrt(rng.uniform())
                 dv = r * np.array([math.cos(ang), math.sin(ang)])
                 self.qvel[i, 0:2] += dv
                 self.push_vel[i] = dv
