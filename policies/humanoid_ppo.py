@@ -37,7 +37,8 @@ import torch.nn as nn
 
 from onboard.errors import OnboardError
 from policies.ppo import Rollout, RunningMeanStd, mlp, ppo_update
-from sim.humanoid_env import ACTION_CLIP, ACTION_SCALE, FRAME_DIM, OBS_SPEC, HumanoidVecEnv
+from sim.humanoid_env import (ACTION_CLIP, ACTION_SCALE, CRITIC_MIRROR, FRAME_DIM, JOINT_MIRROR, OBS_SPEC,
+                              HumanoidVecEnv, actor_mirror, history_layout, mirror)
 
 EXPORT_ACTION_BOUND = 4.0      # |a| <= 4: PD target within 1 rad of the default pose (the artifact's range)
 
@@ -78,6 +79,8 @@ class HumanoidPPOConfig:
     push_window: int = 32                # finished episodes per curriculum decision
     push_up_fall_rate: float = 0.15      # raise the scale when fewer episodes than this fell
     push_down_fall_rate: float = 0.5     # lower it when more fell
+    gait_reference: float = 0.0          # > 0: the actor adds a stepping-in-place reference of this amplitude [rad]
+    symmetry: bool = False               # add each rollout's left/right mirror image to the PPO batch
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -85,19 +88,64 @@ class HumanoidPPOConfig:
                                fix="pick a divisor of num_envs * num_steps")
         if self.history < 1:
             raise OnboardError(f"history {self.history} < 1", field="history", fix="use 1 or more frames")
+        if not 0.0 <= self.gait_reference <= 0.5:
+            raise OnboardError(f"gait_reference {self.gait_reference} rad outside [0, 0.5]", field="gait_reference",
+                               fix="pass --gait-reference between 0 (off) and 0.5 rad (about 0.3 lifts the foot 6 cm)")
         if not 0.0 < self.push_start <= 1.0:
             raise OnboardError(f"push_start {self.push_start} outside (0, 1]", field="push_start",
                                fix="pass --push-start between 0 and 1 (a fraction of the YAML's push size)")
+
+
+LEFT_LIFT, RIGHT_LIFT = (0, 3, 4), (6, 9, 10)     # hip pitch, knee, ankle pitch of each leg
+
+
+def gait_sin_index(history: int) -> int:
+    """Column of the newest sin(gait phase) in the key-major actor observation."""
+    return history_layout(history)[1]["gait_phase"].start + 2 * (history - 1)
+
+
+class GaitReferenceActor(nn.Module):
+    """``net(x) + reference(phase)``: a stepping-in-place prior in action units, so that PPO learns the
+    balance and foot placement around a gait that already lifts the feet (humanoid-gym's reference-motion
+    idea, here as a residual). Left swing while sin(phase) < 0, right while > 0, matching the stance
+    windows of the env's contact reward. Each swing leg gets hip pitch -A s, knee +2A s, ankle pitch -A s
+    (s = |sin(phase)|), which keeps the sole level and lifts it. The input is the standardized
+    observation; the buffers undo the standardization of the sin column (synced from the normalizer),
+    so the exported graph computes the same reference from the runtime's standardized input."""
+
+    def __init__(self, net: nn.Module, sin_index: int, amplitude_rad: float, act_dim: int = 12):
+        super().__init__()
+        self.net, self.sin_index = net, int(sin_index)
+        pattern = torch.zeros(2, act_dim)
+        for row, (hip, knee, ankle) in enumerate((LEFT_LIFT, RIGHT_LIFT)):
+            pattern[row, hip], pattern[row, knee], pattern[row, ankle] = -1.0, 2.0, -1.0
+        self.register_buffer("pattern", pattern * float(amplitude_rad) / ACTION_SCALE)
+        self.register_buffer("sin_mean", torch.zeros(()))
+        self.register_buffer("sin_std", torch.ones(()))
+
+    def sync(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.sin_mean.fill_(float(mean[self.sin_index]))
+        self.sin_std.fill_(float(std[self.sin_index]))
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        s = x[..., self.sin_index:self.sin_index + 1] * self.sin_std + self.sin_mean
+        lift = torch.cat([torch.relu(-s), torch.relu(s)], dim=-1)
+        return lift @ self.pattern
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) + self.reference(x)
 
 
 class AsymmetricActorCritic(nn.Module):
     """Actor on the first ``actor_dim`` columns (history), critic on the rest (privileged)."""
 
     def __init__(self, actor_dim: int, critic_dim: int, act_dim: int, hidden=(256, 128),
-                 critic_hidden=(256, 128), init_log_std=-1.0):
+                 critic_hidden=(256, 128), init_log_std=-1.0, gait_reference: float = 0.0, history: int = 5):
         super().__init__()
         self.actor_dim, self.critic_dim = int(actor_dim), int(critic_dim)
         self.actor = mlp([actor_dim, *hidden, act_dim], out_gain=0.01)
+        if gait_reference > 0:
+            self.actor = GaitReferenceActor(self.actor, gait_sin_index(history), gait_reference, act_dim)
         self.critic = mlp([critic_dim, *critic_hidden, 1], out_gain=1.0)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
@@ -125,6 +173,11 @@ class ObsNormalizer:
         mean = np.tile(self.frame.mean, self.history)[self._perm]
         std = np.tile(self.frame.std, self.history)[self._perm]
         return mean, std
+
+    def sync(self, model: "AsymmetricActorCritic") -> None:
+        """Give a gait-reference actor the current statistics of its sin(phase) column."""
+        if isinstance(model.actor, GaitReferenceActor):
+            model.actor.sync(*self.actor_mean_std())
 
     def actor(self, obs: np.ndarray) -> np.ndarray:
         mean, std = self.actor_mean_std()
@@ -223,14 +276,20 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
     if curriculum is not None:
         env.push_scale = curriculum.scale
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
-                               cfg.init_log_std)
+                               cfg.init_log_std, cfg.gait_reference, cfg.history)
     opt = torch.optim.Adam(ac.parameters(), lr=cfg.learning_rate, eps=1e-5)
     norm = ObsNormalizer(env)
     if cfg.resume:
         prev, _ = load_checkpoint(cfg.resume)
+        if isinstance(prev.model.actor, GaitReferenceActor) != isinstance(ac.actor, GaitReferenceActor):
+            raise OnboardError("the checkpoint and this run disagree on the gait reference", file=cfg.resume,
+                               field="gait_reference", fix="resume with the checkpoint's --gait-reference")
         ac.load_state_dict(prev.model.state_dict())
         norm.frame, norm.critic = prev.norm.frame, prev.norm.critic
     ro = Rollout(cfg.num_steps, cfg.num_envs, env.obs_dim + env.critic_dim, env.action_dim)
+    raw = (np.zeros((cfg.num_steps, cfg.num_envs, env.obs_dim), np.float32),
+           np.zeros((cfg.num_steps, cfg.num_envs, env.critic_dim), np.float32)) if cfg.symmetry else None
+    amirror = actor_mirror(cfg.history)
     n_updates = max(1, cfg.total_steps // (cfg.num_envs * cfg.num_steps))
     obs, info = env.reset(seed=cfg.seed)
     cobs = info["critic_obs"]
@@ -247,6 +306,7 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
             opt.param_groups[0]["lr"] = cfg.learning_rate * (1 - upd / n_updates)
         for t in range(cfg.num_steps):
             norm.update(cobs)
+            norm.sync(ac)
             x = norm.both(obs, cobs)
             with torch.no_grad():
                 xt = torch.as_tensor(x)
@@ -255,6 +315,8 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
                 ro.logp[t] = d.log_prob(u).sum(-1).numpy()
                 ro.val[t] = ac.value(xt).numpy()
             ro.obs[t], ro.u[t] = x, u.numpy()
+            if raw is not None:
+                raw[0][t], raw[1][t] = obs, cobs
             if limiter is None:
                 obs, rew, term, trunc, info = env.step(u.numpy())
             else:   # the limits are part of the plant the policy acts on; PPO scores the sample u
@@ -284,7 +346,11 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
         x_all = torch.as_tensor(ro.obs.reshape(-1, ro.obs.shape[-1]))
         with torch.no_grad():
             old = ac.dist(x_all)
-        stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng)
+        if raw is None:
+            stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng)
+        else:
+            stats = ppo_update(ac, opt, _mirrored_batch(ac, norm, ro, raw, amirror), np.concatenate([adv, adv], 1),
+                               np.concatenate([ret, ret], 1), cfg, rng)
         if cfg.desired_kl > 0:
             with torch.no_grad():
                 kl = float(torch.distributions.kl_divergence(old, ac.dist(x_all)).sum(-1).mean())
@@ -313,6 +379,21 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
     return res
 
 
+def _mirrored_batch(ac, norm, ro: Rollout, raw, amirror) -> Rollout:
+    """The rollout plus its left/right reflection (symmetry augmentation, as in rsl_rl): the mirrored
+    robot taking the mirrored action earns the same return, so its samples reuse the advantages and
+    returns; their old log-probabilities are the current policy's, so each ratio starts at 1."""
+    t, n, d = ro.obs.shape
+    xm = norm.both(mirror(raw[0], amirror).reshape(t * n, -1),
+                   mirror(raw[1], CRITIC_MIRROR).reshape(t * n, -1)).reshape(t, n, d)
+    um = mirror(ro.u, JOINT_MIRROR)
+    with torch.no_grad():
+        logp = ac.dist(torch.as_tensor(xm)).log_prob(torch.as_tensor(um)).sum(-1).numpy()
+    out = Rollout(t, 2 * n, d, ro.u.shape[-1])
+    out.obs, out.u, out.logp = (np.concatenate(p, 1) for p in ((ro.obs, xm), (ro.u, um), (ro.logp, logp)))
+    return out
+
+
 # ---------------------------------------------------------------- checkpoint
 def save_checkpoint(res: HumanoidTrainResult, path: str | Path) -> Path:
     path = Path(path)
@@ -334,11 +415,13 @@ def load_checkpoint(path: str | Path):
     c = ck["config"]
     cfg = HumanoidPPOConfig(**{**c, "hidden": tuple(c["hidden"]), "critic_hidden": tuple(c["critic_hidden"])})
     env = HumanoidVecEnv(1, task=cfg.task, dr=False, history=cfg.history)
-    ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden)
+    ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
+                               gait_reference=cfg.gait_reference, history=cfg.history)
     ac.load_state_dict(ck["state_dict"])
     norm = ObsNormalizer(env)
     norm.frame.mean, norm.frame.var = np.asarray(ck["frame_mean"]), np.asarray(ck["frame_var"])
     norm.critic.mean, norm.critic.var = np.asarray(ck["critic_mean"]), np.asarray(ck["critic_var"])
+    norm.sync(ac)   # the reference undoes exactly the standardization the contract ships
     # Resumed training must not let the first new batch overwrite the statistics the weights were fitted to.
     norm.frame.count = norm.critic.count = float(ck.get("stats_count", max(ck.get("env_steps", 0), 1)))
     return HumanoidTrainResult(ac, norm, cfg, ck.get("history", []), ck.get("wall_s", 0.0),
@@ -392,6 +475,7 @@ def build_contract(res: HumanoidTrainResult, ck: dict, *, onnx_name: str, robot:
                     "evaluation": evaluation, "torch_version": torch.__version__,
                     "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
         extra={"obs_clip": 10.0, "history": H, "task": cfg.task, "gait_period_s": 0.8,
+               "gait_reference_rad": cfg.gait_reference,
                "observation_builder": "sim.humanoid_env.HumanoidVecEnv (key-major history layout)"},
     )
 
@@ -584,6 +668,11 @@ def main(argv=None) -> int:
     ap.add_argument("--push-curriculum", action="store_true",
                     help="start pushes at --push-start x the YAML's size and raise them as falls get rare")
     ap.add_argument("--push-start", type=float, default=HumanoidPPOConfig.push_start)
+    ap.add_argument("--gait-reference", type=float, default=0.0, metavar="RAD",
+                    help="stand/walk: the actor adds a stepping-in-place reference of this amplitude (0.3 lifts "
+                         "the feet about 6 cm); PPO learns the balance around it. Use with --step-in-place")
+    ap.add_argument("--symmetry", action="store_true",
+                    help="add the left/right mirror image of every rollout to the PPO batch")
     ap.add_argument("--dr-config", default="", help="training DR YAML (default: the task's; evaluation always "
                                                     "uses the task's own YAML)")
     ap.add_argument("--eval-episodes", type=int, default=100)
@@ -596,7 +685,8 @@ def main(argv=None) -> int:
         cfg = HumanoidPPOConfig(task=a.task, total_steps=a.total_steps, num_envs=a.num_envs, history=a.history,
                                 seed=a.seed, dr=not a.no_dr, max_wall_s=a.max_wall_s, resume=a.resume or "",
                                 step_in_place=a.step_in_place, push_curriculum=a.push_curriculum,
-                                push_start=a.push_start, dr_config=a.dr_config)
+                                push_start=a.push_start, dr_config=a.dr_config, gait_reference=a.gait_reference,
+                                symmetry=a.symmetry)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         export_humanoid(ck, f"{a.out}.onnx")

@@ -103,6 +103,44 @@ def history_layout(history: int):
     return np.asarray(perm), slices
 
 
+# ---- left/right mirror symmetry (reflection in the sagittal x-z plane) ------------------------------
+# Per leg: hip pitch, hip roll, hip yaw, knee, ankle pitch, ankle roll. Mirroring swaps the legs and flips
+# the roll and yaw joints; vectors flip y, angular velocities flip x and z; the gait phase moves half a period.
+_LEG_SIGN = np.array([1.0, -1.0, -1.0, 1.0, 1.0, -1.0])
+JOINT_MIRROR = (np.r_[6:12, 0:6], np.r_[_LEG_SIGN, _LEG_SIGN])
+
+
+def _signed_perm(blocks) -> tuple[np.ndarray, np.ndarray]:
+    perm, sign, o = [], [], 0
+    for idx, sg in blocks:
+        perm += list(o + np.asarray(idx))
+        sign += list(sg)
+        o += len(idx)
+    return np.asarray(perm), np.asarray(sign, np.float32)
+
+
+_VEC_Y, _ANG = (np.arange(3), [1.0, -1.0, 1.0]), (np.arange(3), [-1.0, 1.0, -1.0])
+FRAME_MIRROR = _signed_perm([_ANG, _VEC_Y, (np.arange(3), [1.0, -1.0, -1.0]), JOINT_MIRROR, JOINT_MIRROR,
+                             JOINT_MIRROR, (np.arange(2), [-1.0, -1.0])])
+CRITIC_MIRROR = _signed_perm([(FRAME_MIRROR[0], FRAME_MIRROR[1]), _VEC_Y, ([0], [1.0]), ([1, 0], [1.0, 1.0]),
+                              ([0], [1.0]), ([0], [1.0]), _VEC_Y, (np.r_[6:12, 0:6], np.ones(12)),
+                              (np.arange(2), [1.0, -1.0]), (np.arange(2), [1.0, 1.0])])
+
+
+def actor_mirror(history: int) -> tuple[np.ndarray, np.ndarray]:
+    """Signed permutation of the key-major actor observation: ``mirrored = sign * obs[..., perm]``."""
+    layout, _ = history_layout(history)                 # actor index -> frame-major index
+    where = np.empty_like(layout)
+    where[layout] = np.arange(len(layout))               # frame-major index -> actor index
+    h, j = np.divmod(layout, FRAME_DIM)
+    return where[h * FRAME_DIM + FRAME_MIRROR[0][j]], FRAME_MIRROR[1][j]
+
+
+def mirror(x: np.ndarray, signed_perm) -> np.ndarray:
+    perm, sign = signed_perm
+    return (np.asarray(x)[..., perm] * sign).astype(np.float32)
+
+
 class HumanoidVecEnv:
     """``num_envs`` G1 leg robots on one task, batched. See the module docstring."""
 

@@ -406,3 +406,99 @@ def test_cli_trains_exports_and_evaluates_the_g1_legs(tmp_path, capsys):
     assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--push-sweep", "0,fast"]) == 2
     (out / "policy.pt").unlink()
     assert main(["eval", str(out / "policy.onnx"), "--episodes", "1"]) == 2      # names the missing checkpoint
+
+
+def test_gait_reference_lifts_the_swing_leg_and_travels_in_the_exported_graph(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+    from policies.humanoid_ppo import (GaitReferenceActor, HumanoidPPOConfig, export_humanoid, load_checkpoint,
+                                       save_checkpoint, torch_act_fn, train)
+    from policies.runtime import PolicyRuntime
+    cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
+                            critic_hidden=(32, 32), step_in_place=True, gait_reference=0.3)
+    res = train(cfg, log=lambda line: None)
+    assert isinstance(res.model.actor, GaitReferenceActor)
+    # With the residual net silenced, the actor is the reference: the left leg swings while sin(phase) < 0.
+    with torch.no_grad():
+        for p in res.model.actor.net.parameters():
+            p.zero_()
+    env = HumanoidVecEnv(1, task="stand", history=2, seed=0)
+    obs, _ = env.reset()
+    act = torch_act_fn(res)
+    lifted = []
+    for _ in range(40):                                   # one 0.8 s gait period
+        target = act(obs, env)
+        sin = obs[0, res.model.actor.sin_index]
+        off = (target[0] - env.default_pose) / 0.3
+        swing, stance = (slice(0, 6), slice(6, 12)) if sin < 0 else (slice(6, 12), slice(0, 6))
+        np.testing.assert_allclose(off[swing][[0, 3, 4]], np.array([-1, 2, -1]) * abs(sin), atol=1e-5)
+        assert np.allclose(off[stance], 0.0, atol=1e-6) and np.allclose(off[swing][[1, 2, 5]], 0.0, atol=1e-6)
+        lifted.append(sin < 0)
+        obs, *_ = env.step_targets(target)
+    assert 15 <= sum(lifted) <= 25                         # each leg swings about half the period
+    # The reference lives in the ONNX graph: the runtime gives the same PD targets as torch.
+    ck = save_checkpoint(res, tmp_path / "g.pt")
+    contract = export_humanoid(ck, tmp_path / "g.onnx")
+    assert contract.extra["gait_reference_rad"] == 0.3
+    res2, _ = load_checkpoint(ck)
+    obs, *_ = env.step_targets(target)
+    rt = PolicyRuntime(tmp_path / "g.onnx", robot="g1_12dof", num_envs=1)
+    assert np.allclose(rt.act_batch(env.split_obs(obs)), torch_act_fn(res2)(obs, env), atol=1e-4)
+    with pytest.raises(Exception, match="gait_reference"):
+        HumanoidPPOConfig(gait_reference=0.9).validate()
+
+
+def test_mirror_maps_match_the_physics_of_the_reflected_robot():
+    from sim.humanoid_env import CRITIC_MIRROR, JOINT_MIRROR, actor_mirror, mirror
+    env = HumanoidVecEnv(2, task="stand", seed=0, history=3)
+    env.reset()
+    q0 = env.default_pose + np.random.default_rng(1).uniform(-0.1, 0.1, 12)
+    for i, q in enumerate((q0, mirror(q0, JOINT_MIRROR))):   # robot 1 starts as robot 0's reflection, yaw 0
+        env.qpos[i, 2:7] = [env.stand_height + 0.002, 1, 0, 0, 0]
+        env.qpos[i, 7:] = q
+    mujoco.mj_forward(env.model, env.data)
+    env._qpos_fifo[:] = env.qpos
+    rng = np.random.default_rng(2)
+    for _ in range(10):
+        a = rng.normal(0, 0.5, 12)
+        obs, _, _, _, info = env.step(np.stack([a, mirror(a, JOINT_MIRROR)]))
+    c = info["critic_obs"]
+    keep = np.r_[0:45, 47:CRITIC_DIM]        # both robots share the clock: the phase is not reflected here
+    assert np.abs(c[0] - c[1]).max() > 0.05                     # the motion is not symmetric by itself
+    np.testing.assert_allclose(mirror(c[0], CRITIC_MIRROR)[keep], c[1][keep], atol=2e-3)
+    a_perm = actor_mirror(3)
+    phase = np.isin(a_perm[0], env.obs_slices["gait_phase"].start + np.arange(6))
+    np.testing.assert_allclose(mirror(obs[0], a_perm)[~phase], obs[1][~phase], atol=2e-3)
+
+
+def test_symmetry_augmentation_adds_the_mirrored_rollout_with_fresh_log_probs():
+    pytest.importorskip("torch")
+    import torch
+    from policies.humanoid_ppo import HumanoidPPOConfig, _mirrored_batch, train
+    from policies.ppo import Rollout
+    from sim.humanoid_env import CRITIC_MIRROR, JOINT_MIRROR, actor_mirror, mirror
+    cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
+                            critic_hidden=(32, 32), symmetry=True, gait_reference=0.3)
+    res = train(cfg, log=lambda line: None)
+    assert res.env_steps == 64                       # mirrored samples are not counted as env steps
+    env = HumanoidVecEnv(3, task="stand", history=2, seed=5)
+    obs, info = env.reset()
+    ro = Rollout(2, 3, env.obs_dim + env.critic_dim, 12)
+    raw = (np.zeros((2, 3, env.obs_dim), np.float32), np.zeros((2, 3, env.critic_dim), np.float32))
+    rng = np.random.default_rng(0)
+    for t in range(2):
+        raw[0][t], raw[1][t] = obs, info["critic_obs"]
+        ro.obs[t] = res.norm.both(obs, info["critic_obs"])
+        ro.u[t] = rng.normal(size=(3, 12))
+        obs, _, _, _, info = env.step(ro.u[t])
+    ro.logp[:] = 7.0
+    aug = _mirrored_batch(res.model, res.norm, ro, raw, actor_mirror(2))
+    assert aug.obs.shape == (2, 6, ro.obs.shape[-1])
+    np.testing.assert_array_equal(aug.obs[:, :3], ro.obs)
+    np.testing.assert_array_equal(aug.u[:, 3:], mirror(ro.u, JOINT_MIRROR))
+    want = res.norm.both(mirror(raw[0][1], actor_mirror(2)), mirror(raw[1][1], CRITIC_MIRROR))
+    np.testing.assert_allclose(aug.obs[1, 3:], want, atol=1e-6)
+    with torch.no_grad():
+        lp = res.model.dist(torch.as_tensor(aug.obs[:, 3:])).log_prob(torch.as_tensor(aug.u[:, 3:])).sum(-1)
+    np.testing.assert_allclose(aug.logp[:, 3:], lp.numpy(), rtol=1e-5)
+    assert np.all(aug.logp[:, :3] == 7.0)
