@@ -29,6 +29,7 @@ lazily. Never imports policies.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import mujoco
@@ -512,3 +513,117 @@ class HumanoidVecEnv:
             terms["feet_swing_height"] = np.sum((fz - 0.04 - FOOT_SWING_HEIGHT_M) ** 2 * ~contact, 1) * moving
         r = sum(s[k] * terms[k] for k in terms if s.get(k, 0.0)) * dt
         return r, fell, np.sqrt(e_lin_sq), np.sqrt(e_yaw_sq)
+
+
+# ---- two processes, one batch ---------------------------------------------------------------------
+def _shard_worker(conn, kwargs) -> None:
+    env = HumanoidVecEnv(**kwargs)
+    while True:
+        cmd, arg = conn.recv()
+        if cmd == "close":
+            break
+        if cmd == "reset":
+            conn.send(env.reset(seed=arg))
+        elif cmd in ("step", "step_targets"):
+            conn.send(getattr(env, cmd)(arg))
+        elif cmd == "push_scale":
+            env.push_scale = arg
+        elif cmd == "q":
+            conn.send([env.robot_state(i)["q"] for i in arg])
+    conn.close()
+
+
+class ShardedHumanoidEnv:
+    """``HumanoidVecEnv`` split across processes so that training uses every core: shard 0 steps in this
+    process while the others step in worker processes at the same time; the results are joined into one
+    batch (same interface as the env for the trainer: ``reset``, ``step``, ``step_targets``,
+    ``robot_state``, ``push_scale``). Shard k draws its episodes from seed ``seed + 7919 k``, so no two
+    robots share a stream."""
+
+    def __init__(self, num_envs: int, shards: int = 2, seed: int = 0, **kwargs):
+        import multiprocessing as mp
+        if shards < 2 or num_envs % shards:
+            raise ConfigError(f"{num_envs} robots cannot be split into {shards} equal shards", field="workers",
+                              fix="use 2 or more workers that divide num_envs")
+        self.shard_n = num_envs // shards
+        self._seeds = [seed + 7919 * k for k in range(shards)]
+        self.local = HumanoidVecEnv(self.shard_n, seed=seed, **kwargs)
+        ctx = mp.get_context("spawn")          # never fork a process that holds torch's thread pools
+        self._conns, self._procs = [], []
+        for k in range(1, shards):
+            a, b = ctx.Pipe()
+            p = ctx.Process(target=_shard_worker, args=(b, dict(kwargs, num_envs=self.shard_n, seed=self._seeds[k])),
+                            daemon=True)
+            p.start()
+            self._conns.append(a)
+            self._procs.append(p)
+        for name in ("dt_s", "default_pose", "obs_dim", "critic_dim", "action_dim", "obs_spec", "history",
+                     "randomizer", "obs_slices", "_perm", "task"):
+            setattr(self, name, getattr(self.local, name))
+        self.num_envs = num_envs
+        self._push_scale = 1.0
+
+    @property
+    def push_scale(self) -> float:
+        return self._push_scale
+
+    @push_scale.setter
+    def push_scale(self, value: float) -> None:
+        self._push_scale = self.local.push_scale = float(value)
+        for c in self._conns:
+            c.send(("push_scale", float(value)))
+
+    def _join(self, results):
+        obs = np.concatenate([r[0] for r in results])
+        out = [obs] + [np.concatenate([r[j] for r in results]) for j in (1, 2, 3)]
+        infos = [r[4] for r in results]
+        info = {"critic_obs": np.concatenate([i["critic_obs"] for i in infos]),
+                "fell": np.concatenate([i["fell"] for i in infos])}
+        done = [(k, i) for k, i in enumerate(infos) if "done_idx" in i]
+        if done:
+            info["done_idx"] = np.concatenate([i["done_idx"] + k * self.shard_n for k, i in done])
+            for key in infos[done[0][0]]:
+                if key not in info:
+                    info[key] = np.concatenate([i[key] for _, i in done])
+        return (*out, info)
+
+    def _run(self, cmd, arg):
+        n = self.shard_n
+        for k, c in enumerate(self._conns, start=1):
+            c.send((cmd, arg if arg is None or np.isscalar(arg) else arg[k * n:(k + 1) * n]))
+        local = getattr(self.local, cmd)(arg if arg is None or np.isscalar(arg) else arg[:n])
+        return [local] + [c.recv() for c in self._conns]
+
+    def reset(self, seed: int | None = None):
+        for k, c in enumerate(self._conns, start=1):
+            c.send(("reset", None if seed is None else seed + 7919 * k))
+        results = [self.local.reset(seed=seed)] + [c.recv() for c in self._conns]
+        return (np.concatenate([r[0] for r in results]),
+                {"critic_obs": np.concatenate([r[1]["critic_obs"] for r in results])})
+
+    def step(self, action):
+        return self._join(self._run("step", np.asarray(action)))
+
+    def step_targets(self, target):
+        return self._join(self._run("step_targets", np.asarray(target)))
+
+    def robot_state(self, i: int) -> dict:
+        """Robot ``i``'s measured state; from a worker shard only ``q`` (what the trainer resets with)."""
+        k, j = divmod(int(i), self.shard_n)
+        if k == 0:
+            return self.local.robot_state(j)
+        self._conns[k - 1].send(("q", [j]))
+        return {"q": self._conns[k - 1].recv()[0]}
+
+    def close(self) -> None:
+        for c in getattr(self, "_conns", []):
+            with contextlib.suppress(Exception):
+                c.send(("close", None))
+        for p in getattr(self, "_procs", []):
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+        self._conns, self._procs = [], []
+
+    def __del__(self):
+        self.close()

@@ -502,3 +502,30 @@ def test_symmetry_augmentation_adds_the_mirrored_rollout_with_fresh_log_probs():
         lp = res.model.dist(torch.as_tensor(aug.obs[:, 3:])).log_prob(torch.as_tensor(aug.u[:, 3:])).sum(-1)
     np.testing.assert_allclose(aug.logp[:, 3:], lp.numpy(), rtol=1e-5)
     assert np.all(aug.logp[:, :3] == 7.0)
+
+
+def test_sharded_env_equals_its_shards_stepped_alone_and_offsets_finished_robots():
+    from sim.humanoid_env import ShardedHumanoidEnv
+    kw = dict(task="stand", dr=True, history=2, episode_s=0.1)
+    env = ShardedHumanoidEnv(4, shards=2, seed=3, **kw)
+    try:
+        alone = [HumanoidVecEnv(2, seed=3, **kw), HumanoidVecEnv(2, seed=3 + 7919, **kw)]
+        obs, info = env.reset(seed=3)
+        want = [e.reset(seed=s) for e, s in zip(alone, (3, 3 + 7919))]
+        np.testing.assert_array_equal(obs, np.concatenate([w[0] for w in want]))
+        assert not np.array_equal(obs[:2], obs[2:])                  # the shards draw different episodes
+        rng = np.random.default_rng(0)
+        for t in range(5):                                           # 0.1 s episodes: all end at step 5
+            a = rng.normal(0, 0.3, (4, 12))
+            obs, rew, term, trunc, info = env.step(a)
+            parts = [e.step(a[2 * k:2 * k + 2]) for k, e in enumerate(alone)]
+            np.testing.assert_array_equal(rew, np.concatenate([p[1] for p in parts]))
+            np.testing.assert_array_equal(info["critic_obs"], np.concatenate([p[4]["critic_obs"] for p in parts]))
+        assert sorted(info["done_idx"]) == [0, 1, 2, 3] and len(info["episode_return"]) == 4
+        np.testing.assert_array_equal(env.robot_state(3)["q"], alone[1].robot_state(1)["q"])
+        env.push_scale = 0.5
+        assert env.local.push_scale == 0.5
+    finally:
+        env.close()
+    with pytest.raises(ConfigError, match="workers"):
+        ShardedHumanoidEnv(5, shards=2)
