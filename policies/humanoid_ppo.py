@@ -37,8 +37,8 @@ import torch.nn as nn
 
 from onboard.errors import OnboardError
 from policies.ppo import Rollout, RunningMeanStd, mlp, ppo_update
-from sim.humanoid_env import (ACTION_CLIP, ACTION_SCALE, CRITIC_MIRROR, FRAME_DIM, JOINT_MIRROR, OBS_SPEC,
-                              HumanoidVecEnv, ShardedHumanoidEnv, actor_mirror, history_layout, mirror)
+from sim.humanoid_env import (ACTION_CLIP, ACTION_SCALE, FRAME_DIM, JOINT_MIRROR, OBS_SPEC, HumanoidVecEnv,
+                              ShardedHumanoidEnv, actor_mirror, history_layout)
 
 EXPORT_ACTION_BOUND = 4.0      # |a| <= 4: PD target within 1 rad of the default pose (the artifact's range)
 
@@ -80,7 +80,7 @@ class HumanoidPPOConfig:
     push_up_fall_rate: float = 0.15      # raise the scale when fewer episodes than this fell
     push_down_fall_rate: float = 0.5     # lower it when more fell
     gait_reference: float = 0.0          # > 0: the actor adds a stepping-in-place reference of this amplitude [rad]
-    symmetry: bool = False               # add each rollout's left/right mirror image to the PPO batch
+    symmetry: bool = False               # left/right mirror-equivariant actor (by construction)
     workers: int = 1                     # > 1: step the robots in this many processes (one per core)
 
     def validate(self) -> None:
@@ -106,6 +106,35 @@ LEFT_LIFT, RIGHT_LIFT = (0, 3, 4), (6, 9, 10)     # hip pitch, knee, ankle pitch
 def gait_sin_index(history: int) -> int:
     """Column of the newest sin(gait phase) in the key-major actor observation."""
     return history_layout(history)[1]["gait_phase"].start + 2 * (history - 1)
+
+
+class MirrorSymmetricNet(nn.Module):
+    """``(f(x) + M_a f(M_o x)) / 2``: an actor that is left/right mirror-equivariant by construction
+    (pi(M_o o) = M_a pi(o)), so what it learns from a push to the left also answers a push to the right.
+    ``M_o`` is the reflection of the raw observation (``sim.humanoid_env.actor_mirror``), applied to the
+    standardized input through the normalizer's statistics (buffers, synced like the gait reference's);
+    ``M_a`` swaps the legs and flips roll and yaw (``JOINT_MIRROR``). Both are signed permutations, so the
+    exported graph is two passes of the same MLP plus gathers."""
+
+    def __init__(self, net: nn.Module, history: int, obs_dim: int):
+        super().__init__()
+        self.net = net
+        perm, sign = actor_mirror(history)
+        self.register_buffer("obs_perm", torch.as_tensor(perm, dtype=torch.long))
+        self.register_buffer("obs_sign", torch.as_tensor(sign, dtype=torch.float32))
+        self.register_buffer("act_perm", torch.as_tensor(JOINT_MIRROR[0], dtype=torch.long))
+        self.register_buffer("act_sign", torch.as_tensor(JOINT_MIRROR[1], dtype=torch.float32))
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+
+    def sync(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.obs_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raw = x * self.obs_std + self.obs_mean
+        xm = (raw[..., self.obs_perm] * self.obs_sign - self.obs_mean) / self.obs_std
+        return 0.5 * (self.net(x) + self.net(xm)[..., self.act_perm] * self.act_sign)
 
 
 class GaitReferenceActor(nn.Module):
@@ -144,10 +173,13 @@ class AsymmetricActorCritic(nn.Module):
     """Actor on the first ``actor_dim`` columns (history), critic on the rest (privileged)."""
 
     def __init__(self, actor_dim: int, critic_dim: int, act_dim: int, hidden=(256, 128),
-                 critic_hidden=(256, 128), init_log_std=-1.0, gait_reference: float = 0.0, history: int = 5):
+                 critic_hidden=(256, 128), init_log_std=-1.0, gait_reference: float = 0.0, history: int = 5,
+                 symmetry: bool = False):
         super().__init__()
         self.actor_dim, self.critic_dim = int(actor_dim), int(critic_dim)
         self.actor = mlp([actor_dim, *hidden, act_dim], out_gain=0.01)
+        if symmetry:
+            self.actor = MirrorSymmetricNet(self.actor, history, actor_dim)
         if gait_reference > 0:
             self.actor = GaitReferenceActor(self.actor, gait_sin_index(history), gait_reference, act_dim)
         self.critic = mlp([critic_dim, *critic_hidden, 1], out_gain=1.0)
@@ -179,9 +211,10 @@ class ObsNormalizer:
         return mean, std
 
     def sync(self, model: "AsymmetricActorCritic") -> None:
-        """Give a gait-reference actor the current statistics of its sin(phase) column."""
-        if isinstance(model.actor, GaitReferenceActor):
-            model.actor.sync(*self.actor_mean_std())
+        """Give a gait-reference / mirror-symmetric actor the current statistics of its input."""
+        for m in model.actor.modules():
+            if isinstance(m, (GaitReferenceActor, MirrorSymmetricNet)):
+                m.sync(*self.actor_mean_std())
 
     def actor(self, obs: np.ndarray) -> np.ndarray:
         mean, std = self.actor_mean_std()
@@ -289,20 +322,18 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
     if curriculum is not None:
         env.push_scale = curriculum.scale
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
-                               cfg.init_log_std, cfg.gait_reference, cfg.history)
+                               cfg.init_log_std, cfg.gait_reference, cfg.history, cfg.symmetry)
     opt = torch.optim.Adam(ac.parameters(), lr=cfg.learning_rate, eps=1e-5)
     norm = ObsNormalizer(env)
     if cfg.resume:
         prev, _ = load_checkpoint(cfg.resume)
-        if isinstance(prev.model.actor, GaitReferenceActor) != isinstance(ac.actor, GaitReferenceActor):
-            raise OnboardError("the checkpoint and this run disagree on the gait reference", file=cfg.resume,
-                               field="gait_reference", fix="resume with the checkpoint's --gait-reference")
+        if prev.model.state_dict().keys() != ac.state_dict().keys():
+            raise OnboardError("the checkpoint's actor differs from this run's", file=cfg.resume,
+                               field="gait_reference/symmetry",
+                               fix="resume with the checkpoint's --gait-reference and --symmetry")
         ac.load_state_dict(prev.model.state_dict())
         norm.frame, norm.critic = prev.norm.frame, prev.norm.critic
     ro = Rollout(cfg.num_steps, cfg.num_envs, env.obs_dim + env.critic_dim, env.action_dim)
-    raw = (np.zeros((cfg.num_steps, cfg.num_envs, env.obs_dim), np.float32),
-           np.zeros((cfg.num_steps, cfg.num_envs, env.critic_dim), np.float32)) if cfg.symmetry else None
-    amirror = actor_mirror(cfg.history)
     n_updates = max(1, cfg.total_steps // (cfg.num_envs * cfg.num_steps))
     obs, info = env.reset(seed=cfg.seed)
     cobs = info["critic_obs"]
@@ -328,8 +359,6 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
                 ro.logp[t] = d.log_prob(u).sum(-1).numpy()
                 ro.val[t] = ac.value(xt).numpy()
             ro.obs[t], ro.u[t] = x, u.numpy()
-            if raw is not None:
-                raw[0][t], raw[1][t] = obs, cobs
             if limiter is None:
                 obs, rew, term, trunc, info = env.step(u.numpy())
             else:   # the limits are part of the plant the policy acts on; PPO scores the sample u
@@ -359,11 +388,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
         x_all = torch.as_tensor(ro.obs.reshape(-1, ro.obs.shape[-1]))
         with torch.no_grad():
             old = ac.dist(x_all)
-        if raw is None:
-            stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng)
-        else:
-            stats = ppo_update(ac, opt, _mirrored_batch(ac, norm, ro, raw, amirror), np.concatenate([adv, adv], 1),
-                               np.concatenate([ret, ret], 1), cfg, rng)
+        stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng)
         if cfg.desired_kl > 0:
             with torch.no_grad():
                 kl = float(torch.distributions.kl_divergence(old, ac.dist(x_all)).sum(-1).mean())
@@ -392,21 +417,6 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
     return res
 
 
-def _mirrored_batch(ac, norm, ro: Rollout, raw, amirror) -> Rollout:
-    """The rollout plus its left/right reflection (symmetry augmentation, as in rsl_rl): the mirrored
-    robot taking the mirrored action earns the same return, so its samples reuse the advantages and
-    returns; their old log-probabilities are the current policy's, so each ratio starts at 1."""
-    t, n, d = ro.obs.shape
-    xm = norm.both(mirror(raw[0], amirror).reshape(t * n, -1),
-                   mirror(raw[1], CRITIC_MIRROR).reshape(t * n, -1)).reshape(t, n, d)
-    um = mirror(ro.u, JOINT_MIRROR)
-    with torch.no_grad():
-        logp = ac.dist(torch.as_tensor(xm)).log_prob(torch.as_tensor(um)).sum(-1).numpy()
-    out = Rollout(t, 2 * n, d, ro.u.shape[-1])
-    out.obs, out.u, out.logp = (np.concatenate(p, 1) for p in ((ro.obs, xm), (ro.u, um), (ro.logp, logp)))
-    return out
-
-
 # ---------------------------------------------------------------- checkpoint
 def save_checkpoint(res: HumanoidTrainResult, path: str | Path) -> Path:
     path = Path(path)
@@ -429,7 +439,7 @@ def load_checkpoint(path: str | Path):
     cfg = HumanoidPPOConfig(**{**c, "hidden": tuple(c["hidden"]), "critic_hidden": tuple(c["critic_hidden"])})
     env = HumanoidVecEnv(1, task=cfg.task, dr=False, history=cfg.history)
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
-                               gait_reference=cfg.gait_reference, history=cfg.history)
+                               gait_reference=cfg.gait_reference, history=cfg.history, symmetry=cfg.symmetry)
     ac.load_state_dict(ck["state_dict"])
     norm = ObsNormalizer(env)
     norm.frame.mean, norm.frame.var = np.asarray(ck["frame_mean"]), np.asarray(ck["frame_var"])
@@ -687,7 +697,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1,
                     help="step the robots in this many processes (2 on a 2-core machine: about 1.7x the samples)")
     ap.add_argument("--symmetry", action="store_true",
-                    help="add the left/right mirror image of every rollout to the PPO batch")
+                    help="make the actor left/right mirror-equivariant by construction: a push to the left "
+                         "gets the mirror image of the answer to a push to the right")
     ap.add_argument("--dr-config", default="", help="training DR YAML (default: the task's; evaluation always "
                                                     "uses the task's own YAML)")
     ap.add_argument("--eval-episodes", type=int, default=100)

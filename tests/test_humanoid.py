@@ -471,37 +471,43 @@ def test_mirror_maps_match_the_physics_of_the_reflected_robot():
     np.testing.assert_allclose(mirror(obs[0], a_perm)[~phase], obs[1][~phase], atol=2e-3)
 
 
-def test_symmetry_augmentation_adds_the_mirrored_rollout_with_fresh_log_probs():
+def test_symmetric_actor_answers_the_mirrored_robot_with_the_mirrored_action(tmp_path):
     pytest.importorskip("torch")
     import torch
-    from policies.humanoid_ppo import HumanoidPPOConfig, _mirrored_batch, train
-    from policies.ppo import Rollout
-    from sim.humanoid_env import CRITIC_MIRROR, JOINT_MIRROR, actor_mirror, mirror
+    from policies.humanoid_ppo import (HumanoidPPOConfig, MirrorSymmetricNet, export_humanoid, load_checkpoint,
+                                       save_checkpoint, torch_act_fn, train)
+    from policies.runtime import PolicyRuntime
+    from sim.humanoid_env import JOINT_MIRROR, actor_mirror, mirror
     cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
                             critic_hidden=(32, 32), symmetry=True, gait_reference=0.3)
     res = train(cfg, log=lambda line: None)
-    assert res.env_steps == 64                       # mirrored samples are not counted as env steps
+    assert any(isinstance(m, MirrorSymmetricNet) for m in res.model.actor.modules())
+    with torch.no_grad():                               # make the inner MLP clearly lopsided
+        for p in res.model.actor.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
     env = HumanoidVecEnv(3, task="stand", history=2, seed=5)
-    obs, info = env.reset()
-    ro = Rollout(2, 3, env.obs_dim + env.critic_dim, 12)
-    raw = (np.zeros((2, 3, env.obs_dim), np.float32), np.zeros((2, 3, env.critic_dim), np.float32))
-    rng = np.random.default_rng(0)
-    for t in range(2):
-        raw[0][t], raw[1][t] = obs, info["critic_obs"]
-        ro.obs[t] = res.norm.both(obs, info["critic_obs"])
-        ro.u[t] = rng.normal(size=(3, 12))
-        obs, _, _, _, info = env.step(ro.u[t])
-    ro.logp[:] = 7.0
-    aug = _mirrored_batch(res.model, res.norm, ro, raw, actor_mirror(2))
-    assert aug.obs.shape == (2, 6, ro.obs.shape[-1])
-    np.testing.assert_array_equal(aug.obs[:, :3], ro.obs)
-    np.testing.assert_array_equal(aug.u[:, 3:], mirror(ro.u, JOINT_MIRROR))
-    want = res.norm.both(mirror(raw[0][1], actor_mirror(2)), mirror(raw[1][1], CRITIC_MIRROR))
-    np.testing.assert_allclose(aug.obs[1, 3:], want, atol=1e-6)
-    with torch.no_grad():
-        lp = res.model.dist(torch.as_tensor(aug.obs[:, 3:])).log_prob(torch.as_tensor(aug.u[:, 3:])).sum(-1)
-    np.testing.assert_allclose(aug.logp[:, 3:], lp.numpy(), rtol=1e-5)
-    assert np.all(aug.logp[:, :3] == 7.0)
+    obs, _ = env.reset()
+    for _ in range(3):
+        obs, *_ = env.step(np.random.default_rng(1).normal(0, 0.5, (3, 12)))
+    act = torch_act_fn(res)
+    a, a_m = act(obs, env), act(mirror(obs, actor_mirror(2)), env)
+    off, off_m = a - env.default_pose, a_m - env.default_pose
+    np.testing.assert_allclose(off_m, mirror(off, JOINT_MIRROR), atol=1e-5)
+    with torch.no_grad():                               # the inner MLP alone is not equivariant: the wrapper is
+        inner = res.model.actor.net.net
+        y = inner(torch.as_tensor(res.norm.actor(obs))).numpy()
+        y_m = inner(torch.as_tensor(res.norm.actor(mirror(obs, actor_mirror(2))))).numpy()
+    assert np.abs(y_m - mirror(y, JOINT_MIRROR)).max() > 1e-2
+    # Exported: ONNX Runtime reproduces the equivariant policy.
+    ck = save_checkpoint(res, tmp_path / "s.pt")
+    export_humanoid(ck, tmp_path / "s.onnx")
+    res2, _ = load_checkpoint(ck)
+    rt = PolicyRuntime(tmp_path / "s.onnx", robot="g1_12dof", num_envs=3)
+    assert np.allclose(rt.act_batch(env.split_obs(obs)), torch_act_fn(res2)(obs, env), atol=1e-4)
+    plain = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
+                              critic_hidden=(32, 32), resume=str(ck))
+    with pytest.raises(Exception, match="symmetry"):                 # resume must keep the actor's structure
+        train(plain, log=lambda line: None)
 
 
 def test_sharded_env_equals_its_shards_stepped_alone_and_offsets_finished_robots():
