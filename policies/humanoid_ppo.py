@@ -82,6 +82,7 @@ class HumanoidPPOConfig:
     gait_reference: float = 0.0          # > 0: the actor adds a stepping-in-place reference of this amplitude [rad]
     symmetry: bool = False               # left/right mirror-equivariant actor (by construction)
     workers: int = 1                     # > 1: step the robots in this many processes (one per core)
+    reference_reward: bool = False       # reward the knees for following the gait reference (env knee_reference)
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -95,6 +96,9 @@ class HumanoidPPOConfig:
         if not 0.0 <= self.gait_reference <= 0.5:
             raise OnboardError(f"gait_reference {self.gait_reference} rad outside [0, 0.5]", field="gait_reference",
                                fix="pass --gait-reference between 0 (off) and 0.5 rad (about 0.3 lifts the foot 6 cm)")
+        if self.reference_reward and self.gait_reference <= 0:
+            raise OnboardError("--reference-reward needs a gait reference to follow", field="gait_reference",
+                               fix="add --gait-reference 0.3")
         if not 0.0 < self.push_start <= 1.0:
             raise OnboardError(f"push_start {self.push_start} outside (0, 1]", field="push_start",
                                fix="pass --push-start between 0 and 1 (a fraction of the YAML's push size)")
@@ -307,7 +311,8 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     dr = (cfg.dr_config or True) if cfg.dr else False
-    kw = dict(task=cfg.task, dr=dr, seed=cfg.seed, history=cfg.history, step_in_place=cfg.step_in_place)
+    kw = dict(task=cfg.task, dr=dr, seed=cfg.seed, history=cfg.history, step_in_place=cfg.step_in_place,
+              gait_reference=cfg.gait_reference if cfg.reference_reward else 0.0)
     env = (ShardedHumanoidEnv(cfg.num_envs, shards=cfg.workers, **kw) if cfg.workers > 1
            else HumanoidVecEnv(cfg.num_envs, **kw))
     try:
@@ -696,6 +701,8 @@ def main(argv=None) -> int:
                          "the feet about 6 cm); PPO learns the balance around it. Use with --step-in-place")
     ap.add_argument("--workers", type=int, default=1,
                     help="step the robots in this many processes (2 on a 2-core machine: about 1.7x the samples)")
+    ap.add_argument("--reference-reward", action="store_true",
+                    help="with --gait-reference: reward the knees for following it, so the policy keeps stepping")
     ap.add_argument("--symmetry", action="store_true",
                     help="make the actor left/right mirror-equivariant by construction: a push to the left "
                          "gets the mirror image of the answer to a push to the right")
@@ -712,7 +719,7 @@ def main(argv=None) -> int:
                                 seed=a.seed, dr=not a.no_dr, max_wall_s=a.max_wall_s, resume=a.resume or "",
                                 step_in_place=a.step_in_place, push_curriculum=a.push_curriculum,
                                 push_start=a.push_start, dr_config=a.dr_config, gait_reference=a.gait_reference,
-                                symmetry=a.symmetry, workers=a.workers)
+                                symmetry=a.symmetry, workers=a.workers, reference_reward=a.reference_reward)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         export_humanoid(ck, f"{a.out}.onnx")

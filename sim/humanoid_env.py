@@ -79,7 +79,7 @@ REWARD_SCALES = {          # legged_gym / unitree_rl_gym G1 style; multiplied by
     "tracking_lin_vel": 1.0, "tracking_ang_vel": 0.5, "lin_vel_z": -2.0, "ang_vel_xy": -0.05,
     "orientation": -1.0, "base_height": -10.0, "torques": -1e-5, "dof_acc": -2.5e-7, "dof_vel": -1e-3,
     "action_rate": -0.01, "dof_pos_limits": -5.0, "alive": 0.15, "hip_pos": -1.0,
-    "contact": 0.18, "feet_swing_height": -20.0,
+    "contact": 0.18, "feet_swing_height": -20.0, "knee_reference": 1.0,
 }
 TERMINATION_PENALTY = -5.0
 TRACKING_SIGMA = 0.25
@@ -91,6 +91,14 @@ def build_frame(ang_vel, gravity, q, dq, command, last_action, t_s, default_pose
     phase = 2 * math.pi * np.asarray(t_s, float) / GAIT_PERIOD_S
     return np.concatenate([ang_vel * 0.25, gravity, command * CMD_SCALE, q - default_pose, dq * 0.05,
                            last_action, np.sin(phase)[:, None], np.cos(phase)[:, None]], axis=1).astype(np.float32)
+
+
+def knee_reference(t_s, amplitude_rad: float, default_pose) -> np.ndarray:
+    """(n, 2) left/right knee angle [rad] of the stepping-in-place reference at time ``t_s``: the left leg
+    swings while sin(phase) < 0, the right while > 0, knee flexed by 2 A |sin| (the actor's prior,
+    ``policies.humanoid_ppo.GaitReferenceActor``, adds the same)."""
+    sin = np.sin(2 * math.pi * np.asarray(t_s, float) / GAIT_PERIOD_S)
+    return np.asarray(default_pose)[[3, 9]] + 2 * amplitude_rad * np.stack([np.maximum(-sin, 0), np.maximum(sin, 0)], -1)
 
 
 def history_layout(history: int):
@@ -146,7 +154,8 @@ class HumanoidVecEnv:
     """``num_envs`` G1 leg robots on one task, batched. See the module docstring."""
 
     def __init__(self, num_envs: int = 1, task: str = "stand", dr=False, seed: int = 0, history: int = 5,
-                 episode_s: float = EPISODE_S, reward_scales: dict | None = None, step_in_place: bool = False):
+                 episode_s: float = EPISODE_S, reward_scales: dict | None = None, step_in_place: bool = False,
+                 gait_reference: float = 0.0):
         if task not in TASKS:
             raise ConfigError(f"unknown humanoid task '{task}'", field="task", fix=f"use one of {list(TASKS)}")
         if int(history) < 1:
@@ -182,6 +191,11 @@ class HumanoidVecEnv:
         # step_in_place: the gait terms (stance/swing by phase, swing height) also apply at zero command,
         # so the robot marches in place (as unitree_rl_gym's G1) and always has a foot ready to catch a push.
         self.step_in_place = bool(step_in_place)
+        # gait_reference [rad]: the knee-flexion reference of a stepping-in-place prior (the actor's
+        # GaitReferenceActor, policies.humanoid_ppo); the "knee_reference" term rewards following it so that
+        # the policy cannot simply cancel the stepping (humanoid-gym's reference-tracking reward, knees only,
+        # leaving the hips free to place the foot).
+        self.gait_reference = float(gait_reference)
         if task == "stand" and not self.step_in_place:
             self.reward_scales["contact"] = 0.0
             self.reward_scales["feet_swing_height"] = 0.0
@@ -511,6 +525,10 @@ class HumanoidVecEnv:
             terms["contact"] = np.sum(contact == stance, 1) * moving
             fz = self.data.xpos[self.ix.foot_bodies, 2]
             terms["feet_swing_height"] = np.sum((fz - 0.04 - FOOT_SWING_HEIGHT_M) ** 2 * ~contact, 1) * moving
+        if self.gait_reference > 0:
+            # the reference the actor saw: the phase of the observation this action answered (one step ago)
+            knee_ref = knee_reference((self.t_step - 1) * dt, self.gait_reference, self.default_pose)
+            terms["knee_reference"] = np.exp(-4.0 * np.abs(q[:, [3, 9]] - knee_ref).sum(1))
         r = sum(s[k] * terms[k] for k in terms if s.get(k, 0.0)) * dt
         return r, fell, np.sqrt(e_lin_sq), np.sqrt(e_yaw_sq)
 

@@ -414,8 +414,9 @@ def test_gait_reference_lifts_the_swing_leg_and_travels_in_the_exported_graph(tm
     from policies.humanoid_ppo import (GaitReferenceActor, HumanoidPPOConfig, export_humanoid, load_checkpoint,
                                        save_checkpoint, torch_act_fn, train)
     from policies.runtime import PolicyRuntime
+    from sim.humanoid_env import knee_reference
     cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
-                            critic_hidden=(32, 32), step_in_place=True, gait_reference=0.3)
+                            critic_hidden=(32, 32), step_in_place=True, gait_reference=0.3, reference_reward=True)
     res = train(cfg, log=lambda line: None)
     assert isinstance(res.model.actor, GaitReferenceActor)
     # With the residual net silenced, the actor is the reference: the left leg swings while sin(phase) < 0.
@@ -434,8 +435,19 @@ def test_gait_reference_lifts_the_swing_leg_and_travels_in_the_exported_graph(tm
         np.testing.assert_allclose(off[swing][[0, 3, 4]], np.array([-1, 2, -1]) * abs(sin), atol=1e-5)
         assert np.allclose(off[stance], 0.0, atol=1e-6) and np.allclose(off[swing][[1, 2, 5]], 0.0, atol=1e-6)
         lifted.append(sin < 0)
+        # The env's knee-reference reward follows the same reference as the actor's prior.
+        np.testing.assert_allclose(knee_reference(env.t_step * env.dt_s, 0.3, env.default_pose)[0],
+                                   target[0, [3, 9]], atol=1e-5)
         obs, *_ = env.step_targets(target)
     assert 15 <= sum(lifted) <= 25                         # each leg swings about half the period
+    follows = HumanoidVecEnv(2, task="stand", seed=0, gait_reference=0.3, step_in_place=True)
+    follows.reset()
+    follows.t_step[:] = 31                                 # the action answered t = 30 steps: left knee flexed
+    follows.qpos[0, 7 + 3] = knee_reference(30 * follows.dt_s, 0.3, follows.default_pose)[0]
+    follows.qpos[1, 7 + 3] = follows.default_pose[3]
+    follows.qpos[:, 7 + 9] = follows.default_pose[9]
+    r, *_ = follows._reward(np.zeros((2, 12)), np.ones((2, 2), bool))
+    assert r[0] - r[1] > 0.5 * follows.reward_scales["knee_reference"] * follows.dt_s
     # The reference lives in the ONNX graph: the runtime gives the same PD targets as torch.
     ck = save_checkpoint(res, tmp_path / "g.pt")
     contract = export_humanoid(ck, tmp_path / "g.onnx")
