@@ -6,7 +6,12 @@ delay FIFOs, pushes, observation history, privileged observation and reward),
 without and with DR. Ratios are against raw mj_step per robot-physics-step
 (DESIGN §8 budget: env overhead <= 1.3x).
 
-    .venv/bin/python -m bench.bench_humanoid_env [--n 64] [--seconds 2]
+A second table (``--workers 2``) measures what splitting the robots across
+processes buys: ``ShardedHumanoidEnv.step`` against ``HumanoidVecEnv.step``
+(DR, same robots), and PPO training throughput (``--workers 1`` vs ``2``, a
+short run each, policy inference and updates included). Needs idle cores.
+
+    .venv/bin/python -m bench.bench_humanoid_env [--n 64] [--seconds 2] [--workers 2]
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--workers", type=int, default=1, help="> 1: also compare this many env processes with one")
+    ap.add_argument("--train-updates", type=int, default=40, help="PPO updates per training-throughput row")
     a = ap.parse_args(argv)
     n = a.n
     env = HumanoidVecEnv(n, task="stand", dr=False, seed=0)
@@ -65,7 +72,38 @@ def main(argv=None) -> int:
     record("Humanoid env step vs raw mj_step (G1 legs, 500 Hz physics, 50 Hz env)", rows,
            command=f".venv/bin/python -m bench.bench_humanoid_env --n {n} --seconds {a.seconds}",
            write=not a.no_write)
+    if a.workers > 1:
+        record(f"Humanoid: {a.workers} processes vs 1 (G1 legs, DR, {n} robots)", _workers_rows(n, a),
+               command=f".venv/bin/python -m bench.bench_humanoid_env --n {n} --seconds {a.seconds} "
+                       f"--workers {a.workers}", write=not a.no_write)
     return 0
+
+
+def _workers_rows(n: int, a) -> list[dict]:
+    from policies.humanoid_ppo import HumanoidPPOConfig, train
+    from sim.humanoid_env import ShardedHumanoidEnv
+    zero = np.zeros((n, 12))
+    one = HumanoidVecEnv(n, task="stand", dr=True, seed=0)
+    one.reset()
+    base = _rate(lambda: one.step(zero), a.seconds)
+    many = ShardedHumanoidEnv(n, shards=a.workers, task="stand", dr=True, seed=0)
+    try:
+        many.reset()
+        split = _rate(lambda: many.step(zero), a.seconds)
+    finally:
+        many.close()
+    rows = [{"what": "HumanoidVecEnv.step, 1 process", "env_steps_per_s": base * n, "vs_1_process": 1.0},
+            {"what": f"ShardedHumanoidEnv.step, {a.workers} processes", "env_steps_per_s": split * n,
+             "vs_1_process": split / base}]
+    rates = {}
+    for w in (1, a.workers):
+        cfg = HumanoidPPOConfig(num_envs=n, total_steps=n * 24 * a.train_updates, workers=w, log_every=10**9)
+        res = train(cfg, log=lambda line: None)
+        rates[w] = res.env_steps / res.wall_s
+    for w in (1, a.workers):
+        rows.append({"what": f"PPO training (inference + updates), workers={w}", "env_steps_per_s": rates[w],
+                     "vs_1_process": rates[w] / rates[1]})
+    return rows
 
 
 if __name__ == "__main__":

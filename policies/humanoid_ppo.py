@@ -700,7 +700,8 @@ def main(argv=None) -> int:
                     help="stand/walk: the actor adds a stepping-in-place reference of this amplitude (0.3 lifts "
                          "the feet about 6 cm); PPO learns the balance around it. Use with --step-in-place")
     ap.add_argument("--workers", type=int, default=1,
-                    help="step the robots in this many processes (2 on a 2-core machine: about 1.7x the samples)")
+                    help="step the robots in this many processes (2 on a 2-core machine; speed-up measured by "
+                         "bench/bench_humanoid_env.py --workers 2)")
     ap.add_argument("--reference-reward", action="store_true",
                     help="with --gait-reference: reward the knees for following it, so the policy keeps stepping")
     ap.add_argument("--symmetry", action="store_true",
