@@ -83,6 +83,7 @@ class HumanoidPPOConfig:
     symmetry: bool = False               # left/right mirror-equivariant actor (by construction)
     workers: int = 1                     # > 1: step the robots in this many processes (one per core)
     reference_reward: bool = False       # reward the knees for following the gait reference (env knee_reference)
+    force_step: bool = False             # knees never flex less than the gait reference (the step cannot be undone)
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -96,8 +97,8 @@ class HumanoidPPOConfig:
         if not 0.0 <= self.gait_reference <= 0.5:
             raise OnboardError(f"gait_reference {self.gait_reference} rad outside [0, 0.5]", field="gait_reference",
                                fix="pass --gait-reference between 0 (off) and 0.5 rad (about 0.3 lifts the foot 6 cm)")
-        if self.reference_reward and self.gait_reference <= 0:
-            raise OnboardError("--reference-reward needs a gait reference to follow", field="gait_reference",
+        if (self.reference_reward or self.force_step) and self.gait_reference <= 0:
+            raise OnboardError("--reference-reward / --force-step need a gait reference", field="gait_reference",
                                fix="add --gait-reference 0.3")
         if not 0.0 < self.push_start <= 1.0:
             raise OnboardError(f"push_start {self.push_start} outside (0, 1]", field="push_start",
@@ -150,9 +151,10 @@ class GaitReferenceActor(nn.Module):
     observation; the buffers undo the standardization of the sin column (synced from the normalizer),
     so the exported graph computes the same reference from the runtime's standardized input."""
 
-    def __init__(self, net: nn.Module, sin_index: int, amplitude_rad: float, act_dim: int = 12):
+    def __init__(self, net: nn.Module, sin_index: int, amplitude_rad: float, act_dim: int = 12,
+                 force_step: bool = False):
         super().__init__()
-        self.net, self.sin_index = net, int(sin_index)
+        self.net, self.sin_index, self.force_step = net, int(sin_index), bool(force_step)
         pattern = torch.zeros(2, act_dim)
         for row, (hip, knee, ankle) in enumerate((LEFT_LIFT, RIGHT_LIFT)):
             pattern[row, hip], pattern[row, knee], pattern[row, ankle] = -1.0, 2.0, -1.0
@@ -170,7 +172,12 @@ class GaitReferenceActor(nn.Module):
         return lift @ self.pattern
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) + self.reference(x)
+        ref = self.reference(x)
+        out = self.net(x) + ref
+        if self.force_step:   # the knees may flex more than the reference, never less: the step cannot be undone
+            knees = torch.maximum(out[..., [3, 9]], ref[..., [3, 9]])
+            out = torch.cat([out[..., :3], knees[..., :1], out[..., 4:9], knees[..., 1:], out[..., 10:]], dim=-1)
+        return out
 
 
 class AsymmetricActorCritic(nn.Module):
@@ -178,14 +185,14 @@ class AsymmetricActorCritic(nn.Module):
 
     def __init__(self, actor_dim: int, critic_dim: int, act_dim: int, hidden=(256, 128),
                  critic_hidden=(256, 128), init_log_std=-1.0, gait_reference: float = 0.0, history: int = 5,
-                 symmetry: bool = False):
+                 symmetry: bool = False, force_step: bool = False):
         super().__init__()
         self.actor_dim, self.critic_dim = int(actor_dim), int(critic_dim)
         self.actor = mlp([actor_dim, *hidden, act_dim], out_gain=0.01)
         if symmetry:
             self.actor = MirrorSymmetricNet(self.actor, history, actor_dim)
         if gait_reference > 0:
-            self.actor = GaitReferenceActor(self.actor, gait_sin_index(history), gait_reference, act_dim)
+            self.actor = GaitReferenceActor(self.actor, gait_sin_index(history), gait_reference, act_dim, force_step)
         self.critic = mlp([critic_dim, *critic_hidden, 1], out_gain=1.0)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
@@ -327,7 +334,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
     if curriculum is not None:
         env.push_scale = curriculum.scale
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
-                               cfg.init_log_std, cfg.gait_reference, cfg.history, cfg.symmetry)
+                               cfg.init_log_std, cfg.gait_reference, cfg.history, cfg.symmetry, cfg.force_step)
     opt = torch.optim.Adam(ac.parameters(), lr=cfg.learning_rate, eps=1e-5)
     norm = ObsNormalizer(env)
     if cfg.resume:
@@ -444,7 +451,8 @@ def load_checkpoint(path: str | Path):
     cfg = HumanoidPPOConfig(**{**c, "hidden": tuple(c["hidden"]), "critic_hidden": tuple(c["critic_hidden"])})
     env = HumanoidVecEnv(1, task=cfg.task, dr=False, history=cfg.history)
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
-                               gait_reference=cfg.gait_reference, history=cfg.history, symmetry=cfg.symmetry)
+                               gait_reference=cfg.gait_reference, history=cfg.history, symmetry=cfg.symmetry,
+                               force_step=cfg.force_step)
     ac.load_state_dict(ck["state_dict"])
     norm = ObsNormalizer(env)
     norm.frame.mean, norm.frame.var = np.asarray(ck["frame_mean"]), np.asarray(ck["frame_var"])
@@ -704,6 +712,9 @@ def main(argv=None) -> int:
                          "bench/bench_humanoid_env.py --workers 2)")
     ap.add_argument("--reference-reward", action="store_true",
                     help="with --gait-reference: reward the knees for following it, so the policy keeps stepping")
+    ap.add_argument("--force-step", action="store_true",
+                    help="with --gait-reference: the knees never flex less than the reference, so the policy "
+                         "must balance while stepping instead of cancelling the step")
     ap.add_argument("--symmetry", action="store_true",
                     help="make the actor left/right mirror-equivariant by construction: a push to the left "
                          "gets the mirror image of the answer to a push to the right")
@@ -720,7 +731,8 @@ def main(argv=None) -> int:
                                 seed=a.seed, dr=not a.no_dr, max_wall_s=a.max_wall_s, resume=a.resume or "",
                                 step_in_place=a.step_in_place, push_curriculum=a.push_curriculum,
                                 push_start=a.push_start, dr_config=a.dr_config, gait_reference=a.gait_reference,
-                                symmetry=a.symmetry, workers=a.workers, reference_reward=a.reference_reward)
+                                symmetry=a.symmetry, workers=a.workers, reference_reward=a.reference_reward,
+                                force_step=a.force_step)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         export_humanoid(ck, f"{a.out}.onnx")

@@ -547,3 +547,36 @@ def test_sharded_env_equals_its_shards_stepped_alone_and_offsets_finished_robots
         env.close()
     with pytest.raises(ConfigError, match="workers"):
         ShardedHumanoidEnv(5, shards=2)
+
+
+def test_force_step_keeps_the_knee_reference_however_the_net_pulls(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+    from policies.humanoid_ppo import HumanoidPPOConfig, export_humanoid, load_checkpoint, save_checkpoint, train
+    from policies.runtime import PolicyRuntime
+    cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
+                            critic_hidden=(32, 32), gait_reference=0.3, force_step=True)
+    res = train(cfg, log=lambda line: None)
+    actor = res.model.actor
+    with torch.no_grad():                        # a net that tries to straighten both knees hard
+        last = [m for m in actor.net.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.bias[[3, 9]] = -10.0
+        last.bias[[0, 6]] = -2.0
+    env = HumanoidVecEnv(2, task="stand", history=2, seed=0)
+    obs, _ = env.reset()
+    for _ in range(12):
+        obs, *_ = env.step(np.zeros((2, 12)))
+    x = torch.as_tensor(res.norm.actor(obs))
+    with torch.no_grad():
+        out, ref = actor(x).numpy(), actor.reference(x).numpy()
+    np.testing.assert_allclose(out[:, [3, 9]], ref[:, [3, 9]], atol=1e-6)     # floored at the reference
+    assert ref[:, [3, 9]].max() > 0.5 and np.all(out[:, [0, 6]] < ref[:, [0, 6]] - 1.0)   # hips stay free
+    ck = save_checkpoint(res, tmp_path / "f.pt")
+    export_humanoid(ck, tmp_path / "f.onnx")
+    res2, _ = load_checkpoint(ck)
+    assert res2.model.actor.force_step
+    rt = PolicyRuntime(tmp_path / "f.onnx", robot="g1_12dof", num_envs=2)
+    got = rt.act_batch(env.split_obs(obs))
+    np.testing.assert_allclose((got - env.default_pose)[:, [3, 9]] / 0.25, ref[:, [3, 9]], atol=1e-4)
+    with pytest.raises(Exception, match="gait reference"):
+        HumanoidPPOConfig(force_step=True).validate()
