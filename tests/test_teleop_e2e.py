@@ -73,18 +73,19 @@ def recorded(tmp_path_factory):
     ex.add_node(node)
 
     def drive(vx, vy, seconds, press=None):
-        """Publish the twist at 30 Hz; ``press`` = a Joy button pressed once at the start."""
+        """Publish the twist at 30 Hz; ``press`` = a Joy button held for the first 4 messages, then released
+        (one rising edge, as a finger makes; held so that one lost best-effort message cannot drop the press)."""
         end = time.monotonic() + seconds
-        first = True
+        k = 0
         while time.monotonic() < end:
             tw = Twist()
             tw.linear.x, tw.linear.y = vx, vy
             pub_twist.publish(tw)
             buttons = [0] * 11
-            if press is not None and first:
+            if press is not None and k < 4:
                 buttons[press] = 1
             pub_joy.publish(Joy(axes=[0.0] * 8, buttons=buttons))
-            first = False
+            k += 1
             spin_until(ex, lambda: False, 1 / 30)
 
     result = {"lines": lines, "root": out}
