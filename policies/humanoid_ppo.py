@@ -37,8 +37,8 @@ import torch.nn as nn
 
 from onboard.errors import OnboardError
 from policies.ppo import Rollout, RunningMeanStd, mlp, ppo_update
-from sim.humanoid_env import (ACTION_CLIP, ACTION_SCALE, FRAME_DIM, JOINT_MIRROR, OBS_SPEC, HumanoidVecEnv,
-                              ShardedHumanoidEnv, actor_mirror, history_layout)
+from sim.humanoid_env import (ACTION_CLIP, ACTION_SCALE, FRAME_DIM, GAIT_LIFT_PATTERN, JOINT_MIRROR, KNEES, OBS_SPEC,
+                              HumanoidVecEnv, ShardedHumanoidEnv, actor_mirror, history_layout)
 
 EXPORT_ACTION_BOUND = 4.0      # |a| <= 4: PD target within 1 rad of the default pose (the artifact's range)
 
@@ -105,9 +105,6 @@ class HumanoidPPOConfig:
                                fix="pass --push-start between 0 and 1 (a fraction of the YAML's push size)")
 
 
-LEFT_LIFT, RIGHT_LIFT = (0, 3, 4), (6, 9, 10)     # hip pitch, knee, ankle pitch of each leg
-
-
 def gait_sin_index(history: int) -> int:
     """Column of the newest sin(gait phase) in the key-major actor observation."""
     return history_layout(history)[1]["gait_phase"].start + 2 * (history - 1)
@@ -145,9 +142,8 @@ class MirrorSymmetricNet(nn.Module):
 class GaitReferenceActor(nn.Module):
     """``net(x) + reference(phase)``: a stepping-in-place prior in action units, so that PPO learns the
     balance and foot placement around a gait that already lifts the feet (humanoid-gym's reference-motion
-    idea, here as a residual). Left swing while sin(phase) < 0, right while > 0, matching the stance
-    windows of the env's contact reward. Each swing leg gets hip pitch -A s, knee +2A s, ankle pitch -A s
-    (s = |sin(phase)|), which keeps the sole level and lifts it. The input is the standardized
+    idea, here as a residual): ``A (relu(-sin), relu(sin)) @ GAIT_LIFT_PATTERN`` (``sim.humanoid_env``), left
+    swing while sin(phase) < 0, matching the stance windows of the env's contact reward. The input is the standardized
     observation; the buffers undo the standardization of the sin column (synced from the normalizer),
     so the exported graph computes the same reference from the runtime's standardized input."""
 
@@ -155,9 +151,7 @@ class GaitReferenceActor(nn.Module):
                  force_step: bool = False):
         super().__init__()
         self.net, self.sin_index, self.force_step = net, int(sin_index), bool(force_step)
-        pattern = torch.zeros(2, act_dim)
-        for row, (hip, knee, ankle) in enumerate((LEFT_LIFT, RIGHT_LIFT)):
-            pattern[row, hip], pattern[row, knee], pattern[row, ankle] = -1.0, 2.0, -1.0
+        pattern = torch.as_tensor(GAIT_LIFT_PATTERN[:, :act_dim], dtype=torch.float32)
         self.register_buffer("pattern", pattern * float(amplitude_rad) / ACTION_SCALE)
         self.register_buffer("sin_mean", torch.zeros(()))
         self.register_buffer("sin_std", torch.ones(()))
@@ -175,7 +169,7 @@ class GaitReferenceActor(nn.Module):
         ref = self.reference(x)
         out = self.net(x) + ref
         if self.force_step:   # the knees may flex more than the reference, never less: the step cannot be undone
-            knees = torch.maximum(out[..., [3, 9]], ref[..., [3, 9]])
+            knees = torch.maximum(out[..., KNEES], ref[..., KNEES])
             out = torch.cat([out[..., :3], knees[..., :1], out[..., 4:9], knees[..., 1:], out[..., 10:]], dim=-1)
         return out
 

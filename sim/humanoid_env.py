@@ -93,12 +93,20 @@ def build_frame(ang_vel, gravity, q, dq, command, last_action, t_s, default_pose
                            last_action, np.sin(phase)[:, None], np.cos(phase)[:, None]], axis=1).astype(np.float32)
 
 
+# Stepping-in-place reference, per unit amplitude: row 0 = the left leg's swing, row 1 = the right's. Hip
+# pitch -1, knee +2, ankle pitch -1 keeps the sole level and lifts it. The left leg swings while
+# sin(phase) < 0, the right while > 0: lift = (relu(-sin), relu(sin)) @ GAIT_LIFT_PATTERN. Used by the
+# actor's prior (policies.humanoid_ppo.GaitReferenceActor) and the env's knee_reference reward.
+GAIT_LIFT_PATTERN = np.zeros((2, 12))
+GAIT_LIFT_PATTERN[0, [0, 3, 4]] = GAIT_LIFT_PATTERN[1, [6, 9, 10]] = [-1.0, 2.0, -1.0]
+KNEES = [3, 9]
+
+
 def knee_reference(t_s, amplitude_rad: float, default_pose) -> np.ndarray:
-    """(n, 2) left/right knee angle [rad] of the stepping-in-place reference at time ``t_s``: the left leg
-    swings while sin(phase) < 0, the right while > 0, knee flexed by 2 A |sin| (the actor's prior,
-    ``policies.humanoid_ppo.GaitReferenceActor``, adds the same)."""
+    """(n, 2) left/right knee angle [rad] of the stepping-in-place reference at time ``t_s``."""
     sin = np.sin(2 * math.pi * np.asarray(t_s, float) / GAIT_PERIOD_S)
-    return np.asarray(default_pose)[[3, 9]] + 2 * amplitude_rad * np.stack([np.maximum(-sin, 0), np.maximum(sin, 0)], -1)
+    lift = np.stack([np.maximum(-sin, 0), np.maximum(sin, 0)], -1)
+    return np.asarray(default_pose)[KNEES] + amplitude_rad * lift @ GAIT_LIFT_PATTERN[:, KNEES]
 
 
 def history_layout(history: int):
@@ -528,7 +536,7 @@ class HumanoidVecEnv:
         if self.gait_reference > 0:
             # the reference the actor saw: the phase of the observation this action answered (one step ago)
             knee_ref = knee_reference((self.t_step - 1) * dt, self.gait_reference, self.default_pose)
-            terms["knee_reference"] = np.exp(-4.0 * np.abs(q[:, [3, 9]] - knee_ref).sum(1))
+            terms["knee_reference"] = np.exp(-4.0 * np.abs(q[:, KNEES] - knee_ref).sum(1))
         r = sum(s[k] * terms[k] for k in terms if s.get(k, 0.0)) * dt
         return r, fell, np.sqrt(e_lin_sq), np.sqrt(e_yaw_sq)
 
@@ -605,11 +613,12 @@ class ShardedHumanoidEnv:
                     info[key] = np.concatenate([i[key] for _, i in done])
         return (*out, info)
 
-    def _run(self, cmd, arg):
+    def _run(self, cmd, arg: np.ndarray):
+        """Send each worker its rows of ``arg``, step shard 0 here meanwhile, then gather."""
         n = self.shard_n
         for k, c in enumerate(self._conns, start=1):
-            c.send((cmd, arg if arg is None or np.isscalar(arg) else arg[k * n:(k + 1) * n]))
-        local = getattr(self.local, cmd)(arg if arg is None or np.isscalar(arg) else arg[:n])
+            c.send((cmd, arg[k * n:(k + 1) * n]))
+        local = getattr(self.local, cmd)(arg[:n])
         return [local] + [c.recv() for c in self._conns]
 
     def reset(self, seed: int | None = None):
