@@ -92,6 +92,9 @@ class HumanoidPPOConfig:
         if self.workers < 1 or self.num_envs % self.workers:
             raise OnboardError(f"workers {self.workers} must be >= 1 and divide num_envs {self.num_envs}",
                                field="workers", fix="e.g. --workers 2 with --num-envs 64")
+        if not 0.0 <= self.ent_coef < 1.0:
+            raise OnboardError(f"ent_coef {self.ent_coef} outside [0, 1)", field="ent_coef",
+                               fix="pass --ent-coef between 0 and about 0.01")
         if self.history < 1:
             raise OnboardError(f"history {self.history} < 1", field="history", fix="use 1 or more frames")
         if not 0.0 <= self.gait_reference <= 0.5:
@@ -712,6 +715,8 @@ def main(argv=None) -> int:
     ap.add_argument("--symmetry", action="store_true",
                     help="make the actor left/right mirror-equivariant by construction: a push to the left "
                          "gets the mirror image of the answer to a push to the right")
+    ap.add_argument("--ent-coef", type=float, default=HumanoidPPOConfig.ent_coef,
+                    help="entropy bonus (0: let the exploration noise shrink as the policy firms up)")
     ap.add_argument("--dr-config", default="", help="training DR YAML (default: the task's; evaluation always "
                                                     "uses the task's own YAML)")
     ap.add_argument("--eval-episodes", type=int, default=100)
@@ -726,7 +731,7 @@ def main(argv=None) -> int:
                                 step_in_place=a.step_in_place, push_curriculum=a.push_curriculum,
                                 push_start=a.push_start, dr_config=a.dr_config, gait_reference=a.gait_reference,
                                 symmetry=a.symmetry, workers=a.workers, reference_reward=a.reference_reward,
-                                force_step=a.force_step)
+                                force_step=a.force_step, ent_coef=a.ent_coef)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         export_humanoid(ck, f"{a.out}.onnx")

@@ -340,6 +340,8 @@ def test_push_curriculum_scales_pushes_and_rises_only_while_the_robot_survives()
     assert cur.update([True, True, True, False]) == 0.9           # 75 % fell: down
     with pytest.raises(Exception, match="push_start"):
         HumanoidPPOConfig(push_start=0.0).validate()
+    with pytest.raises(Exception, match="ent_coef"):                     # --ent-coef: a bonus, never a penalty
+        HumanoidPPOConfig(ent_coef=-0.01).validate()
     from policies.humanoid_ppo import train
     with pytest.raises(ConfigError, match="nope.yaml"):                  # --dr-config names a missing file
         train(HumanoidPPOConfig(num_envs=4, total_steps=96, dr_config="/nope.yaml"))
