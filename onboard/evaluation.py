@@ -202,6 +202,17 @@ def plot_success(rows: list[dict], path: Path, title: str) -> None:
 
 
 # ---- humanoid: survival against push size ---------------------------------------------------
+def fatal_push_bins(pushes, width: float = 0.1) -> list[dict]:
+    """[(|dv|, fatal), ...] -> per ``width`` m/s bin of push size: pushes, fatal ones, Wilson 95% interval."""
+    bins: dict[int, list[int]] = {}
+    for mag, fatal in pushes:
+        b = bins.setdefault(int(mag / width + 1e-9), [0, 0])
+        b[0] += 1
+        b[1] += int(bool(fatal))
+    return [{"lo": round(k * width, 3), "hi": round((k + 1) * width, 3), "pushes": n, "fatal": f,
+             "ci95": list(wilson_interval(f, n))} for k, (n, f) in sorted(bins.items())]
+
+
 def humanoid_push_sweep(prefix: str, levels=(0.0, 0.3, 0.5, 1.0), *, episodes: int = 50, seed: int = 10_000,
                         out_dir: str | Path | None = None, log=print) -> list[dict]:
     """G1 stand: survival against push size. The artifact through the runtime + safety filter (MuJoCo, the
@@ -209,7 +220,7 @@ def humanoid_push_sweep(prefix: str, levels=(0.0, 0.3, 0.5, 1.0), *, episodes: i
     Writes ``push_sweep.json`` and ``push_sweep.png`` (survival with 95% intervals) into ``out_dir``."""
     import copy
 
-    from policies.humanoid_ppo import evaluate, load_checkpoint, runtime_act_fn
+    from policies.humanoid_ppo import FATAL_PUSH_S, evaluate, load_checkpoint, runtime_act_fn
     from sim2real.humanoid_randomization import load_humanoid_dr_config
     res, _ = load_checkpoint(f"{prefix}.pt")
     base = load_humanoid_dr_config(task="stand")
@@ -217,7 +228,7 @@ def humanoid_push_sweep(prefix: str, levels=(0.0, 0.3, 0.5, 1.0), *, episodes: i
     if not interval:
         raise OnboardError("the stand DR YAML has no push interval to sweep over", field="pushes.interval_s",
                            fix="restore the pushes section of config/randomization/g1_12dof_stand.yaml")
-    rows = []
+    rows, pushes = [], []
     for v in levels:
         if v < 0:
             raise OnboardError(f"push size {v} < 0", field="--push-sweep", fix="give push sizes in m/s, >= 0")
@@ -232,19 +243,34 @@ def humanoid_push_sweep(prefix: str, levels=(0.0, 0.3, 0.5, 1.0), *, episodes: i
         ok = r["episodes"] - r["falls"]
         lo, hi = wilson_interval(ok, r["episodes"])
         rows.append({"push_max_vel_m_s": float(v), "survived": ok, "episodes": r["episodes"],
-                     "survival": r["survival"], "ci95": [lo, hi], "mean_episode_s": r["mean_episode_s"]})
+                     "survival": r["survival"], "ci95": [lo, hi], "mean_episode_s": r["mean_episode_s"],
+                     "pushes": len(r["pushes"]), "fatal_pushes": sum(k for _, k in r["pushes"])})
+        pushes += r["pushes"]
         log(json.dumps(rows[-1]))
+    per_push = fatal_push_bins(pushes)
+    for b in per_push:
+        log(json.dumps({"push_m_s": [b["lo"], b["hi"]], "pushes": b["pushes"], "fatal": b["fatal"]}))
     if out_dir is not None:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(out / "push_sweep.json", {"artifact": f"{prefix}.onnx", "rows": rows})
+        _write_json_atomic(out / "push_sweep.json", {"artifact": f"{prefix}.onnx", "rows": rows,
+                                                     "fatal_push_s": FATAL_PUSH_S, "per_push": per_push})
         x = [r["push_max_vel_m_s"] for r in rows]
         y = np.array([r["survival"] for r in rows])
         err = np.array([[r["survival"] - r["ci95"][0] for r in rows], [r["ci95"][1] - r["survival"] for r in rows]])
-        fig, ax = plt.subplots(figsize=(4.6, 3.2))
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9.2, 3.2))
+        if per_push:   # right: the fraction of single pushes followed by a fall, against the push's size
+            mid = [(b["lo"] + b["hi"]) / 2 for b in per_push]
+            frac = np.array([b["fatal"] / b["pushes"] for b in per_push])
+            e2 = np.array([[f - b["ci95"][0] for f, b in zip(frac, per_push)],
+                           [b["ci95"][1] - f for f, b in zip(frac, per_push)]])
+            ax2.errorbar(mid, frac, yerr=e2, marker="o", capsize=3, color="C3")
+        ax2.set_xlabel("push size [m/s] (0.1 m/s bins, all levels pooled)")
+        ax2.set_ylabel(f"pushes followed by a fall within {FATAL_PUSH_S:g} s")
+        ax2.set_ylim(-0.03, 1.05)
         ax.errorbar(x, y, yerr=err, marker="o", capsize=4)
         ax.axhline(0.95, color="grey", ls="--", lw=0.8, label="target 95%")
         ax.set_xlabel(f"largest push [m/s] (uniform over the disk, every {interval[0]:g}-{interval[1]:g} s)")

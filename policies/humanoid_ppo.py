@@ -604,6 +604,9 @@ def runtime_act_fn(artifact: str | Path, num_envs: int, safety: bool = True):
     return act
 
 
+FATAL_PUSH_S = 2.5      # a fall this soon after a push is charged to that push (evaluate's per-push outcome)
+
+
 def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed: int = 10_000,
              num_envs: int = 50, history: int = 5, episode_s: float = 20.0, command=None,
              make_env=None) -> dict:
@@ -612,7 +615,7 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
     ``act_fn(obs, env) -> PD targets (n, 12)``; ``command`` (3,) fixes the walk command.
     Held-out seeds: ``seed`` is far from the training seeds. Each env slot scores its first episode.
     ``make_env(n, seed)`` swaps the simulator (e.g. ``sim.g1_pybullet.G1PyBulletEnv`` for sim-to-sim)."""
-    fell, lin_err, yaw_err, lengths, dampings = [], [], [], [], 0
+    fell, lin_err, yaw_err, lengths, dampings, pushes = [], [], [], [], 0, []
     rounds = math.ceil(episodes / num_envs)
     for r in range(rounds):
         n = min(num_envs, episodes - r * num_envs)
@@ -621,6 +624,9 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
         obs, _ = env.reset()
         if hasattr(act_fn, "state"):
             act_fn(obs, env, reset_idx=np.arange(n))
+        if hasattr(env, "push_log"):
+            env.push_log = []
+        slot_pushes = [[] for _ in range(n)]      # (episode time [s], |dv| [m/s]) of each slot's first episode
         got = np.zeros(n, bool)
         f, le, ye, ln = np.zeros(n, bool), np.zeros(n), np.zeros(n), np.zeros(n)
         for _ in range(env.max_steps):
@@ -628,6 +634,11 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
                 env.command[:] = command
             target = act_fn(obs, env)
             obs, _, _, _, info = env.step_targets(target)
+            if getattr(env, "push_log", None):
+                for i, t_s, dvx, dvy in env.push_log:
+                    if not got[i]:
+                        slot_pushes[i].append((t_s, math.hypot(dvx, dvy)))
+                env.push_log.clear()
             if "done_idx" in info:
                 for j, i in enumerate(info["done_idx"]):
                     if not got[i]:
@@ -635,6 +646,8 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
                         f[i], le[i], ye[i] = info["episode_fell"][j], info["episode_lin_vel_err"][j], \
                             info["episode_yaw_rate_err"][j]
                         ln[i] = info["episode_steps"][j] * env.dt_s
+                        # A push is fatal when the robot fell within FATAL_PUSH_S of it.
+                        pushes += [(mag, bool(f[i] and ln[i] - t_s <= FATAL_PUSH_S)) for t_s, mag in slot_pushes[i]]
                 if hasattr(act_fn, "state"):
                     act_fn(obs, env, reset_idx=info["done_idx"])
             if got.all():
@@ -652,7 +665,9 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
             # Tracking is scored on the episodes that lasted; None (JSON null) when none did.
             "lin_vel_err_m_s": float(np.mean(np.asarray(lin_err)[ok])) if ok.any() else None,
             "yaw_rate_err_rad_s": float(np.mean(np.asarray(yaw_err)[ok])) if ok.any() else None,
-            "attitude_damping_episodes": dampings}
+            "attitude_damping_episodes": dampings,
+            # Each push in the scored episodes: [|dv| m/s, fatal (a fall within FATAL_PUSH_S)].
+            "pushes": [[round(m, 4), k] for m, k in pushes]}
 
 
 # ---------------------------------------------------------------- command line

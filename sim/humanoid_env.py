@@ -210,6 +210,9 @@ class HumanoidVecEnv:
         # Push curriculum: the drawn push size is multiplied by this (1.0 = the DR YAML's pushes; the
         # trainer raises it as the policy survives, see policies.humanoid_ppo).
         self.push_scale = 1.0
+        # push_log: None, or a list the env appends (robot, episode time [s], dvx, dvy) to at each push
+        # (the evaluation's per-push outcome; off in training).
+        self.push_log: list | None = None
         lim = self.desc.joint_range
         mid, half = lim.mean(1), (lim[:, 1] - lim[:, 0]) / 2
         self.soft_lo, self.soft_hi = mid - 0.9 * half, mid + 0.9 * half
@@ -450,6 +453,8 @@ class HumanoidVecEnv:
                 dv = r * np.array([math.cos(ang), math.sin(ang)])
                 self.qvel[i, 0:2] += dv
                 self.push_vel[i] = dv
+                if self.push_log is not None:
+                    self.push_log.append((int(i), float(self.t_step[i] * self.dt_s), float(dv[0]), float(dv[1])))
                 self.next_push_step[i] = self._next_push(i, self.t_step[i], rng)
         for _ in range(self.substeps):
             self._k += 1

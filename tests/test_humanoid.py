@@ -405,6 +405,7 @@ def test_cli_trains_exports_and_evaluates_the_g1_legs(tmp_path, capsys):
     rows = json.loads((tmp_path / "sweep" / "push_sweep.json").read_text())["rows"]
     assert [r["push_max_vel_m_s"] for r in rows] == [0.0, 1.0] and all(r["episodes"] == 2 for r in rows)
     assert (tmp_path / "sweep" / "push_sweep.png").stat().st_size > 0
+    assert "per_push" in json.loads((tmp_path / "sweep" / "push_sweep.json").read_text())
     assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--push-sweep", "0,fast"]) == 2
     (out / "policy.pt").unlink()
     assert main(["eval", str(out / "policy.onnx"), "--episodes", "1"]) == 2      # names the missing checkpoint
@@ -582,3 +583,28 @@ def test_force_step_keeps_the_knee_reference_however_the_net_pulls(tmp_path):
     np.testing.assert_allclose((got - env.default_pose)[:, [3, 9]] / 0.25, ref[:, [3, 9]], atol=1e-4)
     with pytest.raises(Exception, match="gait reference"):
         HumanoidPPOConfig(force_step=True).validate()
+
+
+def test_evaluation_charges_a_fall_to_the_push_just_before_it():
+    """evaluate() logs every push of the scored episodes with its size and whether a fall followed within
+    FATAL_PUSH_S; the sweep bins them by size (the 'which pushes kill it' plot)."""
+    import copy
+
+    from onboard.evaluation import fatal_push_bins
+    from policies.humanoid_ppo import FATAL_PUSH_S, evaluate
+    from sim2real.humanoid_randomization import load_humanoid_dr_config
+
+    bins = fatal_push_bins([(0.05, False), (0.93, True), (0.97, False), (0.91, True)])
+    assert [(b["lo"], b["pushes"], b["fatal"]) for b in bins] == [(0.0, 1, 0), (0.9, 3, 2)]
+    assert bins[1]["ci95"][0] < 2 / 3 < bins[1]["ci95"][1]
+    cfg = copy.deepcopy(load_humanoid_dr_config(task="stand"))
+    cfg.sections["pushes"].update(interval_s=[0.2, 0.3], max_vel_m_s=1.0)
+    hold = lambda obs, env: np.tile(env.default_pose, (env.num_envs, 1))      # noqa: E731  PD alone: it falls
+    r = evaluate(hold, episodes=2, num_envs=2, dr=cfg, episode_s=4.0)
+    mags = np.array([m for m, _ in r["pushes"]])
+    assert r["falls"] == 2 and len(mags) >= 2 and np.all((mags >= 0) & (mags <= 1.0 + 1e-9))
+    assert any(k for _, k in r["pushes"])                  # the push(es) just before each fall are charged
+    # pushes every 0.2-0.3 s and a fall inside 4 s: at most FATAL_PUSH_S / 0.2 + 1 pushes per fall are fatal
+    assert sum(k for _, k in r["pushes"]) <= 2 * (FATAL_PUSH_S / 0.2 + 1)
+    cfg.sections.pop("pushes")
+    assert evaluate(hold, episodes=2, num_envs=2, dr=cfg, episode_s=4.0)["pushes"] == []
