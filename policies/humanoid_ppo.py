@@ -84,6 +84,7 @@ class HumanoidPPOConfig:
     workers: int = 1                     # > 1: step the robots in this many processes (one per core)
     reference_reward: bool = False       # reward the knees for following the gait reference (env knee_reference)
     force_step: bool = False             # knees never flex less than the gait reference (the step cannot be undone)
+    capture_reward: float = 0.0          # > 0: weight of the env's capture_step term (touch down at the capture point)
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -92,6 +93,9 @@ class HumanoidPPOConfig:
         if self.workers < 1 or self.num_envs % self.workers:
             raise OnboardError(f"workers {self.workers} must be >= 1 and divide num_envs {self.num_envs}",
                                field="workers", fix="e.g. --workers 2 with --num-envs 64")
+        if not 0.0 <= self.capture_reward <= 100.0:
+            raise OnboardError(f"capture_reward {self.capture_reward} outside [0, 100]", field="capture_reward",
+                               fix="pass --capture-reward between 0 (off) and about 10")
         if not 0.0 <= self.ent_coef < 1.0:
             raise OnboardError(f"ent_coef {self.ent_coef} outside [0, 1)", field="ent_coef",
                                fix="pass --ent-coef between 0 and about 0.01")
@@ -316,7 +320,7 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
     rng = np.random.default_rng(cfg.seed)
     dr = (cfg.dr_config or True) if cfg.dr else False
     kw = dict(task=cfg.task, dr=dr, seed=cfg.seed, history=cfg.history, step_in_place=cfg.step_in_place,
-              gait_reference=cfg.gait_reference if cfg.reference_reward else 0.0)
+              gait_reference=cfg.gait_reference if cfg.reference_reward else 0.0, capture_reward=cfg.capture_reward)
     env = (ShardedHumanoidEnv(cfg.num_envs, shards=cfg.workers, **kw) if cfg.workers > 1
            else HumanoidVecEnv(cfg.num_envs, **kw))
     try:
@@ -730,6 +734,9 @@ def main(argv=None) -> int:
     ap.add_argument("--symmetry", action="store_true",
                     help="make the actor left/right mirror-equivariant by construction: a push to the left "
                          "gets the mirror image of the answer to a push to the right")
+    ap.add_argument("--capture-reward", type=float, default=0.0, metavar="W",
+                    help="reward each touchdown near the capture point (the spot that stops the body), weight W "
+                         "(about 5); shapes where a pushed robot steps")
     ap.add_argument("--ent-coef", type=float, default=HumanoidPPOConfig.ent_coef,
                     help="entropy bonus (0: let the exploration noise shrink as the policy firms up)")
     ap.add_argument("--dr-config", default="", help="training DR YAML (default: the task's; evaluation always "
@@ -746,7 +753,8 @@ def main(argv=None) -> int:
                                 step_in_place=a.step_in_place, push_curriculum=a.push_curriculum,
                                 push_start=a.push_start, dr_config=a.dr_config, gait_reference=a.gait_reference,
                                 symmetry=a.symmetry, workers=a.workers, reference_reward=a.reference_reward,
-                                force_step=a.force_step, ent_coef=a.ent_coef)
+                                force_step=a.force_step, ent_coef=a.ent_coef,
+                                capture_reward=a.capture_reward)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         export_humanoid(ck, f"{a.out}.onnx")

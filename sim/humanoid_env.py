@@ -109,6 +109,23 @@ def knee_reference(t_s, amplitude_rad: float, default_pose) -> np.ndarray:
     return np.asarray(default_pose)[KNEES] + amplitude_rad * lift @ GAIT_LIFT_PATTERN[:, KNEES]
 
 
+CAPTURE_SIGMA_M = 0.1       # capture_step reward: a touchdown this far from its target scores exp(-1)
+
+
+def capture_step_reward(foot_xy, base_xy, yaw, v_xy, touchdown, foot_offsets) -> np.ndarray:
+    """(n,) the capture-step shaping term: each foot that touches down scores exp(-d^2 / sigma^2), d its
+    distance from where it should land to stop the body: its nominal stance spot (``foot_offsets`` (2, 2)
+    from the pelvis, heading frame) moved by the instantaneous capture point offset v sqrt(h / g) of a
+    linear inverted pendulum of height BASE_HEIGHT_TARGET_M. foot_xy (n, 2, 2), base_xy (n, 2), yaw (n,),
+    v_xy (n, 2) world frame, touchdown (n, 2) bool."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)          # (n, 2, 2) heading -> world
+    spot = base_xy[:, None] + np.einsum("nij,fj->nfi", rot, np.asarray(foot_offsets, float))
+    target = spot + v_xy[:, None] * math.sqrt(BASE_HEIGHT_TARGET_M / 9.81)
+    d2 = np.sum((np.asarray(foot_xy) - target) ** 2, -1)
+    return np.sum(np.asarray(touchdown) * np.exp(-d2 / CAPTURE_SIGMA_M ** 2), 1)
+
+
 def history_layout(history: int):
     """(perm, slices): flat (history * 47) frame-major -> key-major index, and each key's slice."""
     perm, slices, o, a = [], {}, 0, 0
@@ -163,7 +180,7 @@ class HumanoidVecEnv:
 
     def __init__(self, num_envs: int = 1, task: str = "stand", dr=False, seed: int = 0, history: int = 5,
                  episode_s: float = EPISODE_S, reward_scales: dict | None = None, step_in_place: bool = False,
-                 gait_reference: float = 0.0):
+                 gait_reference: float = 0.0, capture_reward: float = 0.0):
         if task not in TASKS:
             raise ConfigError(f"unknown humanoid task '{task}'", field="task", fix=f"use one of {list(TASKS)}")
         if int(history) < 1:
@@ -204,6 +221,12 @@ class HumanoidVecEnv:
         # the policy cannot simply cancel the stepping (humanoid-gym's reference-tracking reward, knees only,
         # leaving the hips free to place the foot).
         self.gait_reference = float(gait_reference)
+        # capture_reward: weight of the capture_step term (capture_step_reward): a foot touching down where
+        # it would stop the body (its stance spot + the capture point offset) is rewarded; 0 = off.
+        if capture_reward:
+            self.reward_scales["capture_step"] = float(capture_reward)
+        self.foot_offsets = self._nominal_foot_offsets()
+        self.last_contact = np.ones((n, 2), bool)
         if task == "stand" and not self.step_in_place:
             self.reward_scales["contact"] = 0.0
             self.reward_scales["feet_swing_height"] = 0.0
@@ -256,6 +279,14 @@ class HumanoidVecEnv:
         self._seed_all(seed)
 
     # ---- configuration ------------------------------------------------------------------------
+    def _nominal_foot_offsets(self) -> np.ndarray:
+        """(2, 2) left/right foot xy from the pelvis at the default pose, heading frame."""
+        m = build_model(1, self.desc)
+        d = mujoco.MjData(m)
+        d.qpos[:] = np.r_[0.0, 0.0, BASE_HEIGHT_TARGET_M, 1.0, 0.0, 0.0, 0.0, self.default_pose]
+        mujoco.mj_forward(m, d)
+        return d.xpos[RobotIndex.of(m, 1, self.desc).foot_bodies[0], :2].copy()
+
     @staticmethod
     def _make_randomizer(dr, task):
         if dr is False or dr is None:
@@ -341,6 +372,7 @@ class HumanoidVecEnv:
         self.last_action[idx] = 0.0
         self.last_dq[idx] = 0.0
         self.push_vel[idx] = 0.0
+        self.last_contact[idx] = True
         self.episode_return[idx] = 0.0
         self.err_lin[idx] = 0.0
         self.err_yaw[idx] = 0.0
@@ -542,6 +574,14 @@ class HumanoidVecEnv:
             # the reference the actor saw: the phase of the observation this action answered (one step ago)
             knee_ref = knee_reference((self.t_step - 1) * dt, self.gait_reference, self.default_pose)
             terms["knee_reference"] = np.exp(-4.0 * np.abs(q[:, KNEES] - knee_ref).sum(1))
+        if s.get("capture_step", 0.0):
+            touchdown = contact & ~self.last_contact
+            yaw = np.arctan2(2 * (quat[:, 0] * quat[:, 3] + quat[:, 1] * quat[:, 2]),
+                             1 - 2 * (quat[:, 2] ** 2 + quat[:, 3] ** 2))
+            feet = self.data.xpos[self.ix.foot_bodies][..., :2]
+            terms["capture_step"] = capture_step_reward(feet, self.qpos[:, 0:2], yaw, self.qvel[:, 0:2], touchdown,
+                                                        self.foot_offsets)
+        self.last_contact = contact
         r = sum(s[k] * terms[k] for k in terms if s.get(k, 0.0)) * dt
         return r, fell, np.sqrt(e_lin_sq), np.sqrt(e_yaw_sq)
 

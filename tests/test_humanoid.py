@@ -608,3 +608,34 @@ def test_evaluation_charges_a_fall_to_the_push_just_before_it():
     assert sum(k for _, k in r["pushes"]) <= 2 * (FATAL_PUSH_S / 0.2 + 1)
     cfg.sections.pop("pushes")
     assert evaluate(hold, episodes=2, num_envs=2, dr=cfg, episode_s=4.0)["pushes"] == []
+
+
+def test_capture_step_rewards_a_touchdown_where_it_stops_the_body():
+    """The capture-step term: a foot landing on its stance spot moved by v sqrt(h/g) scores 1, 0.1 m off
+    exp(-1), a foot that does not touch down 0; the stance spots turn with the heading."""
+    import math
+
+    from sim.humanoid_env import BASE_HEIGHT_TARGET_M, capture_step_reward
+
+    off = np.array([[0.0, 0.1], [0.0, -0.1]])
+    base, v = np.array([[1.0, 2.0]]), np.array([[0.8, 0.0]])
+    lead = 0.8 * math.sqrt(BASE_HEIGHT_TARGET_M / 9.81)
+    on = np.array([[[1.0 + lead, 2.1], [1.0 + lead, 1.9]]])
+    np.testing.assert_allclose(capture_step_reward(on, base, np.zeros(1), v, np.array([[True, False]]), off), [1.0])
+    off_by = on + [[[0.0, 0.1], [0.0, 0.0]]]
+    np.testing.assert_allclose(capture_step_reward(off_by, base, np.zeros(1), v, np.array([[True, True]]), off),
+                               [math.exp(-1) + 1.0])
+    turned = np.array([[[1.0 - 0.1, 2.0], [1.0 + 0.1, 2.0]]])          # heading +90 deg: left foot at -x
+    np.testing.assert_allclose(capture_step_reward(turned, base, np.array([math.pi / 2]), np.zeros((1, 2)),
+                                                   np.array([[True, True]]), off), [2.0], atol=1e-9)
+    env = HumanoidVecEnv(2, task="stand", seed=1, capture_reward=5.0)
+    assert env.reward_scales["capture_step"] == 5.0
+    np.testing.assert_allclose(np.abs(env.foot_offsets[:, 1]), np.abs(env.foot_offsets[0, 1]))   # mirror pair
+    assert env.foot_offsets[0, 1] > 0.05                                 # the left foot is on the left
+    env.reset()
+    for _ in range(5):
+        env.step(np.zeros((2, 12)))
+    assert "capture_step" not in HumanoidVecEnv(1, task="stand", seed=1).reward_scales
+    from policies.humanoid_ppo import HumanoidPPOConfig
+    with pytest.raises(Exception, match="capture_reward"):
+        HumanoidPPOConfig(capture_reward=-1.0).validate()
