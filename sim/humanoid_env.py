@@ -225,7 +225,7 @@ class HumanoidVecEnv:
         # it would stop the body (its stance spot + the capture point offset) is rewarded; 0 = off.
         if capture_reward:
             self.reward_scales["capture_step"] = float(capture_reward)
-        self.foot_offsets = self._nominal_foot_offsets()
+        self.foot_offsets = self._nominal_foot_offsets() if capture_reward else None
         self.last_contact = np.ones((n, 2), bool)
         if task == "stand" and not self.step_in_place:
             self.reward_scales["contact"] = 0.0
@@ -576,8 +576,7 @@ class HumanoidVecEnv:
             terms["knee_reference"] = np.exp(-4.0 * np.abs(q[:, KNEES] - knee_ref).sum(1))
         if s.get("capture_step", 0.0):
             touchdown = contact & ~self.last_contact
-            yaw = np.arctan2(2 * (quat[:, 0] * quat[:, 3] + quat[:, 1] * quat[:, 2]),
-                             1 - 2 * (quat[:, 2] ** 2 + quat[:, 3] ** 2))
+            yaw = rpy_from_quat(quat)[:, 2]
             feet = self.data.xpos[self.ix.foot_bodies][..., :2]
             terms["capture_step"] = capture_step_reward(feet, self.qpos[:, 0:2], yaw, self.qvel[:, 0:2], touchdown,
                                                         self.foot_offsets)
