@@ -85,6 +85,8 @@ class HumanoidPPOConfig:
     reference_reward: bool = False       # reward the knees for following the gait reference (env knee_reference)
     force_step: bool = False             # knees never flex less than the gait reference (the step cannot be undone)
     capture_reward: float = 0.0          # > 0: weight of the env's capture_step term (touch down at the capture point)
+    estimator: bool = False              # learn the base velocity from the history (supervised) and feed it to the actor
+    placement_gain: float = 0.0          # > 0: the gait reference moves the feet by this [rad per m/s] of estimated velocity
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -107,6 +109,12 @@ class HumanoidPPOConfig:
         if (self.reference_reward or self.force_step) and self.gait_reference <= 0:
             raise OnboardError("--reference-reward / --force-step need a gait reference", field="gait_reference",
                                fix="add --gait-reference 0.3")
+        if not 0.0 <= self.placement_gain <= 1.0:
+            raise OnboardError(f"placement_gain {self.placement_gain} outside [0, 1] rad per m/s",
+                               field="placement_gain", fix="pass --placement-gain between 0 (off) and about 0.4")
+        if self.placement_gain > 0 and (not self.estimator or self.gait_reference <= 0):
+            raise OnboardError("--placement-gain needs the velocity estimator and a gait reference",
+                               field="placement_gain", fix="add --estimator --gait-reference 0.3")
         if not 0.0 < self.push_start <= 1.0:
             raise OnboardError(f"push_start {self.push_start} outside (0, 1]", field="push_start",
                                fix="pass --push-start between 0 and 1 (a fraction of the YAML's push size)")
@@ -125,14 +133,14 @@ class MirrorSymmetricNet(nn.Module):
     ``M_a`` swaps the legs and flips roll and yaw (``JOINT_MIRROR``). Both are signed permutations, so the
     exported graph is two passes of the same MLP plus gathers."""
 
-    def __init__(self, net: nn.Module, history: int, obs_dim: int):
+    def __init__(self, net: nn.Module, history: int, obs_dim: int, out_mirror=JOINT_MIRROR):
         super().__init__()
         self.net = net
         perm, sign = actor_mirror(history)
         self.register_buffer("obs_perm", torch.as_tensor(perm, dtype=torch.long))
         self.register_buffer("obs_sign", torch.as_tensor(sign, dtype=torch.float32))
-        self.register_buffer("act_perm", torch.as_tensor(JOINT_MIRROR[0], dtype=torch.long))
-        self.register_buffer("act_sign", torch.as_tensor(JOINT_MIRROR[1], dtype=torch.float32))
+        self.register_buffer("act_perm", torch.as_tensor(out_mirror[0], dtype=torch.long))
+        self.register_buffer("act_sign", torch.as_tensor(out_mirror[1], dtype=torch.float32))
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
         self.register_buffer("obs_std", torch.ones(obs_dim))
 
@@ -146,31 +154,88 @@ class MirrorSymmetricNet(nn.Module):
         return 0.5 * (self.net(x) + self.net(xm)[..., self.act_perm] * self.act_sign)
 
 
+VELOCITY_MIRROR = (np.arange(3), np.array([1.0, -1.0, 1.0]))   # body-frame (vx, vy, vz) under the left/right mirror
+VELOCITY_UNITS = 2.0          # the estimator's output is base_lin_vel as the critic sees it: m/s x 2, body frame
+
+
+def velocity_estimator(actor_dim: int, history: int, symmetry: bool, hidden=(128, 64)) -> nn.Module:
+    """Standardized actor observation (the history) -> body-frame base velocity [m/s x 2]. Trained by
+    regression on the simulator's true velocity (the critic's privileged ``base_lin_vel``) alongside PPO,
+    in the style of concurrent state-estimator training (Ji et al. 2022); the robot has no velocity sensor,
+    so the estimate is how the actor (and the foot-placement prior) know how fast a push sends the body."""
+    net = mlp([actor_dim, *hidden, 3], out_gain=1.0)
+    return MirrorSymmetricNet(net, history, actor_dim, VELOCITY_MIRROR) if symmetry else net
+
+
+class EstimatorFedNet(nn.Module):
+    """``net([x, estimator(x)])``: the actor MLP reads the velocity estimate beside the history. The estimate
+    is detached: PPO does not shape the estimator, its own regression loss does."""
+
+    def __init__(self, net: nn.Module, estimator: nn.Module):
+        super().__init__()
+        self.net, self.estimator = net, estimator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, self.estimator(x).detach()], dim=-1))
+
+
 class GaitReferenceActor(nn.Module):
     """``net(x) + reference(phase)``: a stepping-in-place prior in action units, so that PPO learns the
     balance and foot placement around a gait that already lifts the feet (humanoid-gym's reference-motion
     idea, here as a residual): ``A (relu(-sin), relu(sin)) @ GAIT_LIFT_PATTERN`` (``sim.humanoid_env``), left
     swing while sin(phase) < 0, matching the stance windows of the env's contact reward. The input is the standardized
     observation; the buffers undo the standardization of the sin column (synced from the normalizer),
-    so the exported graph computes the same reference from the runtime's standardized input."""
+    so the exported graph computes the same reference from the runtime's standardized input.
+
+    With ``estimator`` and ``placement_gain`` K [rad per m/s], the reference also places the feet where a
+    step stops the body (a Raibert / capture-point heuristic in joint space): leg weights w_L = (1 + cos) / 2,
+    w_R = (1 - cos) / 2 rise over each leg's swing, peak at its touchdown and fade over its stance; the
+    weighted leg gets hip pitch -K vx (foot forward when the body moves forward) and hip roll +K vy, the
+    latter only outward (left leg for vy > 0, right for vy < 0), so the legs never cross. K = 0.4 puts the
+    foot of a 0.7 m leg about v sqrt(h / g) ahead, the capture-point offset of a 0.78 m pendulum."""
 
     def __init__(self, net: nn.Module, sin_index: int, amplitude_rad: float, act_dim: int = 12,
-                 force_step: bool = False):
+                 force_step: bool = False, estimator: nn.Module | None = None, placement_gain: float = 0.0):
         super().__init__()
         self.net, self.sin_index, self.force_step = net, int(sin_index), bool(force_step)
         pattern = torch.as_tensor(GAIT_LIFT_PATTERN[:, :act_dim], dtype=torch.float32)
         self.register_buffer("pattern", pattern * float(amplitude_rad) / ACTION_SCALE)
         self.register_buffer("sin_mean", torch.zeros(()))
         self.register_buffer("sin_std", torch.ones(()))
+        self.register_buffer("cos_mean", torch.zeros(()))
+        self.register_buffer("cos_std", torch.ones(()))
+        self.placement_gain = float(placement_gain)
+        if self.placement_gain > 0:
+            if estimator is None:
+                raise OnboardError("foot placement needs the velocity estimator", field="placement_gain",
+                                   fix="add --estimator")
+            self.estimator = estimator
 
     def sync(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.sin_mean.fill_(float(mean[self.sin_index]))
         self.sin_std.fill_(float(std[self.sin_index]))
+        self.cos_mean.fill_(float(mean[self.sin_index + 1]))
+        self.cos_std.fill_(float(std[self.sin_index + 1]))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         s = x[..., self.sin_index:self.sin_index + 1] * self.sin_std + self.sin_mean
         lift = torch.cat([torch.relu(-s), torch.relu(s)], dim=-1)
-        return lift @ self.pattern
+        ref = lift @ self.pattern
+        if self.placement_gain > 0:
+            return ref + self.placement(x)
+        return ref
+
+    def placement(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 12) the foot-placement term [action units] from the detached velocity estimate."""
+        c = x[..., self.sin_index + 1:self.sin_index + 2] * self.cos_std + self.cos_mean
+        w_left, w_right = 0.5 * (1 + c), 0.5 * (1 - c)
+        v = self.estimator(x).detach() / VELOCITY_UNITS
+        k = self.placement_gain / ACTION_SCALE
+        pitch = -k * v[..., :1]
+        zero = torch.zeros_like(pitch)
+        left = [w_left * pitch, w_left * k * torch.relu(v[..., 1:2])]
+        right = [w_right * pitch, -w_right * k * torch.relu(-v[..., 1:2])]
+        return torch.cat([*left, zero, zero, zero, zero, *right, zero, zero, zero, zero], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ref = self.reference(x)
@@ -186,14 +251,19 @@ class AsymmetricActorCritic(nn.Module):
 
     def __init__(self, actor_dim: int, critic_dim: int, act_dim: int, hidden=(256, 128),
                  critic_hidden=(256, 128), init_log_std=-1.0, gait_reference: float = 0.0, history: int = 5,
-                 symmetry: bool = False, force_step: bool = False):
+                 symmetry: bool = False, force_step: bool = False, estimator: bool = False,
+                 placement_gain: float = 0.0):
         super().__init__()
         self.actor_dim, self.critic_dim = int(actor_dim), int(critic_dim)
-        self.actor = mlp([actor_dim, *hidden, act_dim], out_gain=0.01)
+        self.estimator = velocity_estimator(actor_dim, history, symmetry) if estimator else None
+        self.actor = mlp([actor_dim + (3 if estimator else 0), *hidden, act_dim], out_gain=0.01)
+        if estimator:
+            self.actor = EstimatorFedNet(self.actor, self.estimator)
         if symmetry:
             self.actor = MirrorSymmetricNet(self.actor, history, actor_dim)
         if gait_reference > 0:
-            self.actor = GaitReferenceActor(self.actor, gait_sin_index(history), gait_reference, act_dim, force_step)
+            self.actor = GaitReferenceActor(self.actor, gait_sin_index(history), gait_reference, act_dim, force_step,
+                                            self.estimator, placement_gain)
         self.critic = mlp([critic_dim, *critic_hidden, 1], out_gain=1.0)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
@@ -335,8 +405,11 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
     if curriculum is not None:
         env.push_scale = curriculum.scale
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
-                               cfg.init_log_std, cfg.gait_reference, cfg.history, cfg.symmetry, cfg.force_step)
+                               cfg.init_log_std, cfg.gait_reference, cfg.history, cfg.symmetry, cfg.force_step,
+                               cfg.estimator, cfg.placement_gain)
     opt = torch.optim.Adam(ac.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    est_opt = torch.optim.Adam(ac.estimator.parameters(), lr=1e-3) if ac.estimator is not None else None
+    vel = np.zeros((cfg.num_steps, cfg.num_envs, 3), np.float32)    # the estimator's regression targets
     norm = ObsNormalizer(env)
     if cfg.resume:
         prev, _ = load_checkpoint(cfg.resume)
@@ -372,6 +445,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
                 ro.logp[t] = d.log_prob(u).sum(-1).numpy()
                 ro.val[t] = ac.value(xt).numpy()
             ro.obs[t], ro.u[t] = x, u.numpy()
+            vel[t] = cobs[:, VEL_COLUMNS]
             if limiter is None:
                 obs, rew, term, trunc, info = env.step(u.numpy())
             else:   # the limits are part of the plant the policy acts on; PPO scores the sample u
@@ -412,6 +486,8 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
                 lr = min(1e-2, lr * 1.5)
             opt.param_groups[0]["lr"] = lr
             stats.update(kl=kl, lr=lr)
+        if est_opt is not None:
+            stats["est_rmse_m_s"] = fit_estimator(ac.estimator, est_opt, x_all[:, :ac.actor_dim], vel, cfg, rng)
         res.env_steps = (upd + 1) * cfg.num_envs * cfg.num_steps
         stop = cfg.max_wall_s > 0 and time.perf_counter() - t0 > cfg.max_wall_s
         if ep_ret and ((upd + 1) % cfg.log_every == 0 or upd == n_updates - 1 or stop):
@@ -428,6 +504,28 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
             break
     res.wall_s = time.perf_counter() - t0
     return res
+
+
+VEL_COLUMNS = slice(FRAME_DIM, FRAME_DIM + 3)     # base_lin_vel in the critic observation (PRIVILEGED_SPEC first)
+
+
+def fit_estimator(estimator: nn.Module, opt, x: torch.Tensor, vel: np.ndarray, cfg: HumanoidPPOConfig,
+                  rng: np.random.Generator) -> float:
+    """Regress the estimator on this rollout (standardized actor inputs -> true body velocity), as many
+    epochs and minibatches as the PPO update; returns the RMS error [m/s] before the fit."""
+    y = torch.as_tensor(vel.reshape(-1, 3))
+    with torch.no_grad():
+        before = float(((estimator(x) - y) ** 2).sum(-1).mean().sqrt()) / VELOCITY_UNITS
+    n, mb = len(x), len(x) // cfg.num_minibatches
+    for _ in range(cfg.update_epochs):
+        perm = torch.as_tensor(rng.permutation(n))
+        for s in range(0, n, mb):
+            i = perm[s:s + mb]
+            loss = ((estimator(x[i]) - y[i]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return before
 
 
 # ---------------------------------------------------------------- checkpoint
@@ -453,7 +551,8 @@ def load_checkpoint(path: str | Path):
     env = HumanoidVecEnv(1, task=cfg.task, dr=False, history=cfg.history)
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
                                gait_reference=cfg.gait_reference, history=cfg.history, symmetry=cfg.symmetry,
-                               force_step=cfg.force_step)
+                               force_step=cfg.force_step, estimator=cfg.estimator,
+                               placement_gain=cfg.placement_gain)
     ac.load_state_dict(ck["state_dict"])
     norm = ObsNormalizer(env)
     norm.frame.mean, norm.frame.var = np.asarray(ck["frame_mean"]), np.asarray(ck["frame_var"])
@@ -512,7 +611,8 @@ def build_contract(res: HumanoidTrainResult, ck: dict, *, onnx_name: str, robot:
                     "evaluation": evaluation, "torch_version": torch.__version__,
                     "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
         extra={"obs_clip": 10.0, "history": H, "task": cfg.task, "gait_period_s": 0.8,
-               "gait_reference_rad": cfg.gait_reference,
+               "gait_reference_rad": cfg.gait_reference, "velocity_estimator": cfg.estimator,
+               "placement_gain_rad_per_m_s": cfg.placement_gain,
                "observation_builder": "sim.humanoid_env.HumanoidVecEnv (key-major history layout)"},
     )
 
@@ -737,6 +837,12 @@ def main(argv=None) -> int:
     ap.add_argument("--capture-reward", type=float, default=0.0, metavar="W",
                     help="reward each touchdown near the capture point (the spot that stops the body), weight W "
                          "(about 5); shapes where a pushed robot steps")
+    ap.add_argument("--estimator", action="store_true",
+                    help="learn the base velocity from the observation history (regression on the simulator's "
+                         "true velocity, inside the exported graph) and feed the estimate to the actor")
+    ap.add_argument("--placement-gain", type=float, default=0.0, metavar="K",
+                    help="with --estimator and --gait-reference: the reference swings each foot K rad per m/s "
+                         "of estimated velocity toward where a step stops the body (about 0.4)")
     ap.add_argument("--ent-coef", type=float, default=HumanoidPPOConfig.ent_coef,
                     help="entropy bonus (0: let the exploration noise shrink as the policy firms up)")
     ap.add_argument("--dr-config", default="", help="training DR YAML (default: the task's; evaluation always "
@@ -754,7 +860,8 @@ def main(argv=None) -> int:
                                 push_start=a.push_start, dr_config=a.dr_config, gait_reference=a.gait_reference,
                                 symmetry=a.symmetry, workers=a.workers, reference_reward=a.reference_reward,
                                 force_step=a.force_step, ent_coef=a.ent_coef,
-                                capture_reward=a.capture_reward)
+                                capture_reward=a.capture_reward, estimator=a.estimator,
+                                placement_gain=a.placement_gain)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         export_humanoid(ck, f"{a.out}.onnx")
