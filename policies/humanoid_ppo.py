@@ -202,20 +202,21 @@ class GaitReferenceActor(nn.Module):
         self.register_buffer("pattern", pattern * float(amplitude_rad) / ACTION_SCALE)
         self.register_buffer("sin_mean", torch.zeros(()))
         self.register_buffer("sin_std", torch.ones(()))
-        self.register_buffer("cos_mean", torch.zeros(()))
-        self.register_buffer("cos_std", torch.ones(()))
         self.placement_gain = float(placement_gain)
-        if self.placement_gain > 0:
+        if self.placement_gain > 0:      # only then: checkpoints without placement keep their keys
             if estimator is None:
                 raise OnboardError("foot placement needs the velocity estimator", field="placement_gain",
                                    fix="add --estimator")
             self.estimator = estimator
+            self.register_buffer("cos_mean", torch.zeros(()))
+            self.register_buffer("cos_std", torch.ones(()))
 
     def sync(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.sin_mean.fill_(float(mean[self.sin_index]))
         self.sin_std.fill_(float(std[self.sin_index]))
-        self.cos_mean.fill_(float(mean[self.sin_index + 1]))
-        self.cos_std.fill_(float(std[self.sin_index + 1]))
+        if self.placement_gain > 0:
+            self.cos_mean.fill_(float(mean[self.sin_index + 1]))
+            self.cos_std.fill_(float(std[self.sin_index + 1]))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         s = x[..., self.sin_index:self.sin_index + 1] * self.sin_std + self.sin_mean
