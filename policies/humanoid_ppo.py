@@ -125,6 +125,10 @@ def gait_sin_index(history: int) -> int:
     return history_layout(history)[1]["gait_phase"].start + 2 * (history - 1)
 
 
+VELOCITY_MIRROR = (np.arange(3), np.array([1.0, -1.0, 1.0]))   # body-frame (vx, vy, vz) under the left/right mirror
+VELOCITY_UNITS = 2.0          # the estimator's output is base_lin_vel as the critic sees it: m/s x 2, body frame
+
+
 class MirrorSymmetricNet(nn.Module):
     """``(f(x) + M_a f(M_o x)) / 2``: an actor that is left/right mirror-equivariant by construction
     (pi(M_o o) = M_a pi(o)), so what it learns from a push to the left also answers a push to the right.
@@ -148,14 +152,15 @@ class MirrorSymmetricNet(nn.Module):
         self.obs_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.obs_std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """``v``: a velocity estimate already made for ``x`` (an ``EstimatorFedNet`` inside); the mirrored
+        pass then gets its reflection instead of estimating again (equal when the estimator is symmetric)."""
         raw = x * self.obs_std + self.obs_mean
         xm = (raw[..., self.obs_perm] * self.obs_sign - self.obs_mean) / self.obs_std
-        return 0.5 * (self.net(x) + self.net(xm)[..., self.act_perm] * self.act_sign)
-
-
-VELOCITY_MIRROR = (np.arange(3), np.array([1.0, -1.0, 1.0]))   # body-frame (vx, vy, vz) under the left/right mirror
-VELOCITY_UNITS = 2.0          # the estimator's output is base_lin_vel as the critic sees it: m/s x 2, body frame
+        if v is None:
+            return 0.5 * (self.net(x) + self.net(xm)[..., self.act_perm] * self.act_sign)
+        vm = v * torch.tensor(VELOCITY_MIRROR[1], dtype=v.dtype)
+        return 0.5 * (self.net(x, v) + self.net(xm, vm)[..., self.act_perm] * self.act_sign)
 
 
 def velocity_estimator(actor_dim: int, history: int, symmetry: bool, hidden=(128, 64)) -> nn.Module:
@@ -175,8 +180,9 @@ class EstimatorFedNet(nn.Module):
         super().__init__()
         self.net, self.estimator = net, estimator
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([x, self.estimator(x).detach()], dim=-1))
+    def forward(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        v = self.estimator(x) if v is None else v
+        return self.net(torch.cat([x, v.detach()], dim=-1))
 
 
 class GaitReferenceActor(nn.Module):
@@ -203,11 +209,12 @@ class GaitReferenceActor(nn.Module):
         self.register_buffer("sin_mean", torch.zeros(()))
         self.register_buffer("sin_std", torch.ones(()))
         self.placement_gain = float(placement_gain)
-        if self.placement_gain > 0:      # only then: checkpoints without placement keep their keys
-            if estimator is None:
-                raise OnboardError("foot placement needs the velocity estimator", field="placement_gain",
-                                   fix="add --estimator")
+        if estimator is not None:        # estimated once per call, shared by the net and the placement term
             self.estimator = estimator
+        elif self.placement_gain > 0:
+            raise OnboardError("foot placement needs the velocity estimator", field="placement_gain",
+                               fix="add --estimator")
+        if self.placement_gain > 0:      # only then: checkpoints without placement keep their keys
             self.register_buffer("cos_mean", torch.zeros(()))
             self.register_buffer("cos_std", torch.ones(()))
 
@@ -218,19 +225,20 @@ class GaitReferenceActor(nn.Module):
             self.cos_mean.fill_(float(mean[self.sin_index + 1]))
             self.cos_std.fill_(float(std[self.sin_index + 1]))
 
-    def reference(self, x: torch.Tensor) -> torch.Tensor:
+    def reference(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
         s = x[..., self.sin_index:self.sin_index + 1] * self.sin_std + self.sin_mean
         lift = torch.cat([torch.relu(-s), torch.relu(s)], dim=-1)
         ref = lift @ self.pattern
         if self.placement_gain > 0:
-            return ref + self.placement(x)
+            return ref + self.placement(x, v)
         return ref
 
-    def placement(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 12) the foot-placement term [action units] from the detached velocity estimate."""
+    def placement(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 12) the foot-placement term [action units] from the detached velocity estimate ``v``
+        (made here when not given)."""
         c = x[..., self.sin_index + 1:self.sin_index + 2] * self.cos_std + self.cos_mean
         w_left, w_right = 0.5 * (1 + c), 0.5 * (1 - c)
-        v = self.estimator(x).detach() / VELOCITY_UNITS
+        v = (self.estimator(x) if v is None else v).detach() / VELOCITY_UNITS
         k = self.placement_gain / ACTION_SCALE
         pitch = -k * v[..., :1]
         zero = torch.zeros_like(pitch)
@@ -239,8 +247,12 @@ class GaitReferenceActor(nn.Module):
         return torch.cat([*left, zero, zero, zero, zero, *right, zero, zero, zero, zero], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ref = self.reference(x)
-        out = self.net(x) + ref
+        if hasattr(self, "estimator"):
+            v = self.estimator(x)
+            ref, out = self.reference(x, v), self.net(x, v)
+        else:
+            ref, out = self.reference(x), self.net(x)
+        out = out + ref
         if self.force_step:   # the knees may flex more than the reference, never less: the step cannot be undone
             knees = torch.maximum(out[..., KNEES], ref[..., KNEES])
             out = torch.cat([out[..., :3], knees[..., :1], out[..., 4:9], knees[..., 1:], out[..., 10:]], dim=-1)
