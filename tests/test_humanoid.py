@@ -409,6 +409,13 @@ def test_cli_trains_exports_and_evaluates_the_g1_legs(tmp_path, capsys):
     assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--push-sweep", "0,fast"]) == 2
     (out / "policy.pt").unlink()
     assert main(["eval", str(out / "policy.onnx"), "--episodes", "1"]) == 2      # names the missing checkpoint
+    # --recipe push-recovery: the best measured stand + push recipe, in the artifact's contract
+    assert main(["train", "--policy", "humanoid", "--task", "stand", "--recipe", "push-recovery", "--total-steps", "96",
+                 "--num-envs", "4", "--out", str(tmp_path / "push"), "--no-progress"]) == 0
+    from policies.artifact import load_artifact
+    extra = load_artifact(tmp_path / "push" / "policy.onnx", robot="g1_12dof").contract.extra
+    assert extra["placement_gain_rad_per_m_s"] == 0.4 and extra["velocity_estimator"]
+    assert extra["gait_reference_rad"] == 0.3
 
 
 def test_gait_reference_lifts_the_swing_leg_and_travels_in_the_exported_graph(tmp_path):

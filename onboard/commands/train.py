@@ -18,6 +18,11 @@ HELP = ("Train a policy: diffusion on a LeRobot v3 dataset, or PPO for the quadr
         "hover|track [--residual]), the VLA (--policy vla --data DIR [--minutes M]), or the G1 legs "
         "(--policy humanoid --task stand|walk); writes checkpoint.pt and training_curve.png.")
 POLICIES = ("diffusion", "ppo", "residual", "vla", "humanoid")
+HUMANOID_RECIPES = {    # extra options for policies.humanoid_ppo; push-recovery: 49% at pushes <= 1.0 m/s (docs/humanoid.md)
+    "basic": [],
+    "push-recovery": ["--step-in-place", "--gait-reference", "0.3", "--force-step", "--symmetry", "--estimator",
+                      "--placement-gain", "0.4", "--workers", "2"],
+}
 
 
 def add_arguments(p):
@@ -44,6 +49,11 @@ def add_arguments(p):
     q.add_argument("--no-dr", action="store_true", help="train without domain randomization")
     from onboard.commands._residual import add_train_arguments   # --policy residual (arm, diffusion base)
     add_train_arguments(p)
+    h = p.add_argument_group("Humanoid (--policy humanoid; --task stand|walk, --total-steps, --num-envs, --max-wall-s)")
+    h.add_argument("--recipe", default="basic", choices=sorted(HUMANOID_RECIPES),
+                   help="basic: plain PPO on the task. push-recovery: the best measured stand + push recipe "
+                        "(forced stepping prior, mirror-symmetric actor, learned velocity estimate, foot placement, "
+                        "robots stepped on 2 processes; docs/humanoid.md)")
     v = p.add_argument_group("VLA (--policy vla)")
     v.add_argument("--minutes", type=float, default=None,
                    help="time budget; the learning rate anneals over it (vla default: 50)")
@@ -137,7 +147,8 @@ def _run_humanoid(args) -> int:
             raise OnboardError(f"must be >= 1, got {v}", field=f"--{name.replace('_', '-')}", fix="pass a positive int")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    argv = ["--task", task, "--seed", str(args.seed), "--out", str(out / "policy"), "--eval-episodes", "0"]
+    argv = ["--task", task, "--seed", str(args.seed), "--out", str(out / "policy"), "--eval-episodes", "0",
+            *HUMANOID_RECIPES[args.recipe]]
     if args.total_steps is not None:
         argv += ["--total-steps", str(args.total_steps)]
     if args.num_envs is not None:
@@ -152,7 +163,7 @@ def _run_humanoid(args) -> int:
             raise OnboardError("--resume given but there is no checkpoint to continue", file=str(prior),
                                field="--resume", fix="drop --resume, or pass the --out folder of the earlier run")
         argv += ["--resume", str(prior)]
-    print(f"train humanoid ({task}): PPO, asymmetric critic, DR {'off' if args.no_dr else 'on'} -> "
+    print(f"train humanoid ({task}, recipe {args.recipe}): PPO, asymmetric critic, DR {'off' if args.no_dr else 'on'} -> "
           f"{out / 'policy.pt'}, {out / 'policy.onnx'}", flush=True)
     rc = humanoid_ppo.main(argv)
     print(f"next: onboard eval {out / 'policy.onnx'} --task {task} --episodes 100")
