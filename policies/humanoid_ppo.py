@@ -38,7 +38,7 @@ import torch.nn as nn
 from onboard.errors import OnboardError
 from policies.ppo import Rollout, RunningMeanStd, mlp, ppo_update
 from sim.humanoid_env import (ACTION_CLIP, ACTION_SCALE, FRAME_DIM, GAIT_LIFT_PATTERN, JOINT_MIRROR, KNEES, OBS_SPEC,
-                              HumanoidVecEnv, ShardedHumanoidEnv, actor_mirror, history_layout)
+                              PRIVILEGED_SPEC, HumanoidVecEnv, ShardedHumanoidEnv, actor_mirror, history_layout)
 
 EXPORT_ACTION_BOUND = 4.0      # |a| <= 4: PD target within 1 rad of the default pose (the artifact's range)
 
@@ -519,7 +519,17 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
     return res
 
 
-VEL_COLUMNS = slice(FRAME_DIM, FRAME_DIM + 3)     # base_lin_vel in the critic observation (PRIVILEGED_SPEC first)
+def _critic_columns(name: str) -> slice:
+    """Columns of a privileged key in the critic observation (the noise-free frame, then PRIVILEGED_SPEC)."""
+    start = FRAME_DIM
+    for k in PRIVILEGED_SPEC:
+        if k["name"] == name:
+            return slice(start, start + k["shape"][0])
+        start += k["shape"][0]
+    raise KeyError(name)
+
+
+VEL_COLUMNS = _critic_columns("base_lin_vel")     # the estimator's regression target: body-frame m/s x 2
 
 
 def fit_estimator(estimator: nn.Module, opt, x: torch.Tensor, vel: np.ndarray, cfg: HumanoidPPOConfig,
