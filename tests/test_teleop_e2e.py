@@ -117,17 +117,26 @@ def recorded(tmp_path_factory):
         os.killpg(rec_pid, signal.SIGKILL)
         result["reports"] = list(seen["reports"])
         result["cmd"] = np.array(seen["cmd"])
+    except BaseException:
+        # A failure above: stop the launch cleanly (SIGINT) so that its error, not a wait timeout, is reported.
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGINT)
+        raise
     finally:
         ex.shutdown()
         node.destroy_node()
         rclpy.shutdown()
         try:
-            runner.wait(timeout=20)             # a dead recorder stops the launch (exit 1)
-        finally:
-            if runner.poll() is None:
-                os.killpg(runner.pid, signal.SIGKILL)
-                runner.wait()
+            runner.wait(timeout=30)             # a dead recorder stops the launch (exit 1) within 5 s
+        except subprocess.TimeoutExpired:
+            pass                                # reported below, after the cleanup
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait()
+            result["launch_hung"] = True
         reader.join(5)
+    assert not result.get("launch_hung"), "the launch did not stop within 30 s of the recorder's death:\n" + \
+        "".join(lines[-40:])
     text = "".join(lines)
     pids = [int(p) for p in re.findall(r"started \[\w+\] pid (\d+)", text)]
     assert not [p for p in pids if group_alive(p)], "orphaned processes after shutdown"

@@ -130,9 +130,18 @@ def test_instruction_change_over_dds_with_the_language_scene(artifact):
             d.get("state") == HOLD_INSTRUCTION for d in seen["diag"][n_diag:])), 20), seen["diag"][-1:]
         hold = [d for d in seen["diag"][n_diag:] if d.get("state") == HOLD_INSTRUCTION][-1]
         assert "holding" in hold["message"] and "empty" in hold["instruction_error"]
+        # Commands received before the diagnostic may still be queued in this process (one executor takes the
+        # topics in turn), so the hold is checked on the stream itself: it brakes, then stays still.
         held = len(seen["cmd"])
-        run.spin_until(lambda: len(seen["cmd"]) >= held + 15, 15)
-        tail = np.array(seen["cmd"][held:])
-        assert len(tail) >= 15 and np.all(np.isfinite(tail))
-        assert np.abs(np.diff(tail[-5:], axis=0)).max() < 1e-9       # braked, then holding still
+
+        def still(k):
+            c = seen["cmd"][held:]
+            return len(c) >= k and np.abs(np.diff(np.array(c[-k:]), axis=0)).max() < 1e-9
+
+        assert run.spin_until(lambda: still(5), 30), np.array(seen["cmd"][held:])[-8:]
+        n_still = len(seen["cmd"])
+        assert run.spin_until(lambda: len(seen["cmd"]) >= n_still + 10, 20)
+        tail = np.array(seen["cmd"][n_still - 5:])
+        assert np.all(np.isfinite(tail))
+        assert np.abs(tail - tail[0]).max() < 1e-9                     # and it stays still: 15 equal commands
     run.assert_clean_shutdown(nodes=2)
