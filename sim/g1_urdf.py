@@ -9,6 +9,16 @@ contact spheres as collision + visual primitives. PyBullet loads it as a
 floating-base robot; ``sim.g1_model`` builds the MuJoCo twin from the same
 ``G1Description``.
 
+URDF has no joint armature (the reflected rotor inertia, 0.01 kg m^2 per joint
+in the description). ``fold_armature=True`` adds it to each child link's inertia
+about its joint axis (``armature * a a^T``), for simulators without armature
+(PyBullet): the joint's own inertia then matches MuJoCo's exactly; only the
+couplings between joints with parallel axes (hip pitch, knee, ankle pitch) are
+over-counted, by at most the armature. Those tensors are written in their
+principal frames; on the light links they break the rigid-body triangle
+inequality, which a reflected rotor inertia may, and a loader that checks it
+(PyBullet) needs them set again after loading (``sim.g1_pybullet``).
+
 Imports numpy and sim.g1_model only. Never sim2real or policies.
 """
 from __future__ import annotations
@@ -35,7 +45,12 @@ def quat_to_matrix(q) -> np.ndarray:
 
 def quat_to_rpy(q) -> np.ndarray:
     """wxyz -> URDF fixed-axis roll, pitch, yaw (R = Rz(yaw) Ry(pitch) Rx(roll))."""
-    R = quat_to_matrix(q)
+    return matrix_to_rpy(quat_to_matrix(q))
+
+
+def matrix_to_rpy(R) -> np.ndarray:
+    """Rotation matrix -> URDF fixed-axis roll, pitch, yaw."""
+    R = np.asarray(R, float)
     pitch = np.arcsin(-np.clip(R[2, 0], -1.0, 1.0))
     roll = np.arctan2(R[2, 1], R[2, 2])
     yaw = np.arctan2(R[1, 0], R[0, 0])
@@ -60,14 +75,38 @@ def _geom_xml(g: dict) -> str:
             f"    <collision>{origin}<geometry>{shape}</geometry></collision>\n")
 
 
-def g1_urdf(desc: G1Description | None = None, name: str = "g1_12dof") -> str:
+def link_inertia(desc: G1Description, body, fold_armature: bool = False) -> np.ndarray:
+    """(3, 3) inertia tensor about the CoM in the link frame; plus ``armature * a a^T`` about the joint axis
+    ``a`` (the joint frame is the child link's frame) with ``fold_armature``."""
+    R = quat_to_matrix(body.iquat)
+    inertia = R @ np.diag(body.inertia) @ R.T
+    if fold_armature and body.joint is not None:
+        a = np.asarray(body.axis, float) / np.linalg.norm(body.axis)
+        inertia = inertia + desc.armature * np.outer(a, a)
+    return inertia
+
+
+def principal_axes(inertia) -> tuple[np.ndarray, np.ndarray]:
+    """(R, moments): inertia = R diag(moments) R^T with R a proper rotation."""
+    moments, R = np.linalg.eigh(np.asarray(inertia, float))
+    if np.linalg.det(R) < 0:
+        R[:, 2] = -R[:, 2]
+    return R, moments
+
+
+def g1_urdf(desc: G1Description | None = None, name: str = "g1_12dof", fold_armature: bool = False) -> str:
     desc = desc or load_description()
     out = ['<?xml version="1.0"?>', f'<robot name="{name}">']
     for b in desc.bodies:
-        R = quat_to_matrix(b.iquat)
-        inertia = R @ np.diag(b.inertia) @ R.T
+        inertia = link_inertia(desc, b, fold_armature)
+        rpy = np.zeros(3)
+        if fold_armature and b.joint is not None:
+            # principal frame and moments, written diagonal: the folded moments break the rigid-body
+            # triangle inequality on light links, and a diagonal tensor keeps the frame as written
+            R, moments = principal_axes(inertia)
+            rpy, inertia = matrix_to_rpy(R), np.diag(moments)
         out.append(f'  <link name="{b.name}">')
-        out.append(f'    <inertial><origin xyz="{_f(b.com_m)}" rpy="0 0 0"/><mass value="{_f(b.mass_kg)}"/>'
+        out.append(f'    <inertial><origin xyz="{_f(b.com_m)}" rpy="{_f(rpy)}"/><mass value="{_f(b.mass_kg)}"/>'
                    f'<inertia ixx="{_f(inertia[0, 0])}" ixy="{_f(inertia[0, 1])}" ixz="{_f(inertia[0, 2])}" '
                    f'iyy="{_f(inertia[1, 1])}" iyz="{_f(inertia[1, 2])}" izz="{_f(inertia[2, 2])}"/></inertial>')
         out.append("".join(_geom_xml(g) for g in b.geoms).rstrip("\n"))
@@ -85,12 +124,12 @@ def g1_urdf(desc: G1Description | None = None, name: str = "g1_12dof") -> str:
     return "\n".join(line for line in out if line) + "\n"
 
 
-def write_g1_urdf(path: str | Path, desc: G1Description | None = None) -> Path:
-    """Write the URDF atomically (temp file + rename)."""
+def write_g1_urdf(path: str | Path, desc: G1Description | None = None, fold_armature: bool = False) -> Path:
+    """Write the URDF atomically (temp file + rename); ``fold_armature``: see the module docstring."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".urdf.tmp")
     with os.fdopen(fd, "w") as f:
-        f.write(g1_urdf(desc))
+        f.write(g1_urdf(desc, fold_armature=fold_armature))
     os.replace(tmp, path)
     return path

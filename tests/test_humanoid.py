@@ -92,6 +92,61 @@ def test_urdf_loads_in_pybullet_with_the_same_joints_and_mass(tmp_path):
         pb.disconnect(c)
 
 
+
+def _pybullet_inverse_inertia(fold: bool, q: np.ndarray, tmp_path) -> np.ndarray:
+    """(12, 12) M^-1 of the fixed-base legs measured by PyBullet's forward dynamics: a unit torque on one
+    joint from rest, no gravity, one step, dq / dt."""
+    import pybullet as pb
+    from sim.g1_pybullet import load_g1
+    from sim.g1_urdf import write_g1_urdf
+    c, dt = pb.connect(pb.DIRECT), 1e-4
+    try:
+        pb.setGravity(0, 0, 0, physicsClientId=c)
+        pb.setTimeStep(dt, physicsClientId=c)
+        urdf = write_g1_urdf(tmp_path / f"g1_{fold}.urdf", fold_armature=fold)
+        r = (load_g1(pb, c, urdf, [0, 0, 1], fixed_base=True) if fold else
+             pb.loadURDF(str(urdf), [0, 0, 1], useFixedBase=True, flags=pb.URDF_USE_INERTIA_FROM_FILE, physicsClientId=c))
+        for j in range(12):
+            pb.changeDynamics(r, j, linearDamping=0, angularDamping=0, jointDamping=0, physicsClientId=c)
+            pb.setJointMotorControl2(r, j, pb.VELOCITY_CONTROL, force=0, physicsClientId=c)
+        cols = []
+        for k in range(12):
+            for j in range(12):
+                pb.resetJointState(r, j, q[j], 0.0, physicsClientId=c)
+            pb.setJointMotorControlArray(r, list(range(12)), pb.TORQUE_CONTROL, forces=np.eye(12)[k].tolist(),
+                                         physicsClientId=c)
+            pb.stepSimulation(physicsClientId=c)
+            cols.append([s[1] / dt for s in pb.getJointStates(r, range(12), physicsClientId=c)])
+        return np.array(cols).T
+    finally:
+        pb.disconnect(c)
+
+
+def test_pybullet_twin_folds_the_armature_so_its_joints_answer_torques_as_in_mujoco(tmp_path):
+    """PyBullet has no armature (0.01 kg m^2 per joint in MuJoCo). Without it the plain URDF's joint-space
+    inertia lacks exactly that on every joint, and the light ankles accelerate 6-33x faster than in MuJoCo;
+    the twin folds it into the links and comes within 30% on every joint."""
+    pytest.importorskip("pybullet")
+    desc = load_description()
+    lo, hi = desc.joint_range.T
+    q = np.clip(desc.default_pose + np.random.default_rng(0).uniform(-0.3, 0.3, 12), lo + 0.05, hi - 0.05)
+    m = build_model(1, desc)
+    d = mujoco.MjData(m)
+    ix = RobotIndex.of(m, 1, desc)
+    d.qpos[ix.qpos_base[0]] = [0, 0, 1.0, 1, 0, 0, 0]
+    d.qpos[ix.qpos_joint[0]] = q
+    mujoco.mj_forward(m, d)
+    full = np.zeros((m.nv, m.nv))
+    mujoco.mj_fullM(m, d, full)
+    m_mj = full[np.ix_(ix.qvel_joint[0], ix.qvel_joint[0])]     # fixed base: the joint block
+    plain = _pybullet_inverse_inertia(False, q, tmp_path)
+    assert np.allclose(np.diag(np.linalg.inv(plain)), np.diag(m_mj) - desc.armature, atol=1e-4)
+    ratio_plain = np.diag(plain) / np.diag(np.linalg.inv(m_mj))
+    assert ratio_plain.max() > 5.0                               # the ankles, far too fast
+    ratio = np.diag(_pybullet_inverse_inertia(True, q, tmp_path)) / np.diag(np.linalg.inv(m_mj))
+    assert np.all(ratio > 0.95) and np.all(ratio < 1.3), ratio
+
+
 # ------------------------------------------------------------------ env and DR
 def test_env_observation_is_47_per_frame_with_history_and_a_privileged_critic_view():
     env = HumanoidVecEnv(3, task="stand", history=4, seed=0)
