@@ -214,9 +214,10 @@ def fatal_push_bins(pushes, width: float = 0.1) -> list[dict]:
 
 
 def humanoid_push_sweep(prefix: str, levels=(0.0, 0.3, 0.5, 1.0), *, episodes: int = 50, seed: int = 10_000,
-                        out_dir: str | Path | None = None, log=print) -> list[dict]:
+                        out_dir: str | Path | None = None, log=print, gantry_s: tuple | None = None) -> list[dict]:
     """G1 stand: survival against push size. The artifact through the runtime + safety filter (MuJoCo, the
     stand DR with ``max_vel_m_s`` set to each level; 0 = no pushes), ``episodes`` each on the same seeds.
+    ``gantry_s`` (low, high): each episode starts on the gantry for U(low, high) s (see ``evaluate``).
     Writes ``push_sweep.json`` and ``push_sweep.png`` (survival with 95% intervals) into ``out_dir``."""
     import copy
 
@@ -239,12 +240,13 @@ def humanoid_push_sweep(prefix: str, levels=(0.0, 0.3, 0.5, 1.0), *, episodes: i
             cfg.sections["pushes"]["max_vel_m_s"] = float(v)
         n = min(50, episodes)
         r = evaluate(runtime_act_fn(f"{prefix}.onnx", n), task="stand", episodes=episodes, dr=cfg,
-                     history=res.config.history, num_envs=n, seed=seed)
+                     history=res.config.history, num_envs=n, seed=seed, gantry_s=gantry_s)
         ok = r["episodes"] - r["falls"]
         lo, hi = wilson_interval(ok, r["episodes"])
         rows.append({"push_max_vel_m_s": float(v), "survived": ok, "episodes": r["episodes"],
                      "survival": r["survival"], "ci95": [lo, hi], "mean_episode_s": r["mean_episode_s"],
-                     "pushes": len(r["pushes"]), "fatal_pushes": sum(k for _, k in r["pushes"])})
+                     "pushes": len(r["pushes"]), "fatal_pushes": sum(k for _, k in r["pushes"]),
+                     "gantry_s": list(gantry_s) if gantry_s else None})
         pushes += r["pushes"]
         log(json.dumps(rows[-1]))
     per_push = fatal_push_bins(pushes)

@@ -87,6 +87,7 @@ class HumanoidPPOConfig:
     capture_reward: float = 0.0          # > 0: weight of the env's capture_step term (touch down at the capture point)
     estimator: bool = False              # learn the base velocity from the history (supervised) and feed it to the actor
     placement_gain: float = 0.0          # > 0: the gait reference moves the feet by this [rad per m/s] of estimated velocity
+    gantry_starts: float = 0.0           # fraction of episodes that start on the gantry (sim.humanoid_env.GANTRY_S), 0 = off
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -109,6 +110,9 @@ class HumanoidPPOConfig:
         if (self.reference_reward or self.force_step) and self.gait_reference <= 0:
             raise OnboardError("--reference-reward / --force-step need a gait reference", field="gait_reference",
                                fix="add --gait-reference 0.3")
+        if not 0.0 <= self.gantry_starts <= 1.0:
+            raise OnboardError(f"gantry_starts {self.gantry_starts} outside [0, 1]", field="gantry_starts",
+                               fix="pass --gantry-starts as a fraction of episodes, e.g. 0.3")
         if not 0.0 <= self.placement_gain <= 1.0:
             raise OnboardError(f"placement_gain {self.placement_gain} outside [0, 1] rad per m/s",
                                field="placement_gain", fix="pass --placement-gain between 0 (off) and about 0.4")
@@ -403,7 +407,8 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
     rng = np.random.default_rng(cfg.seed)
     dr = (cfg.dr_config or True) if cfg.dr else False
     kw = dict(task=cfg.task, dr=dr, seed=cfg.seed, history=cfg.history, step_in_place=cfg.step_in_place,
-              gait_reference=cfg.gait_reference if cfg.reference_reward else 0.0, capture_reward=cfg.capture_reward)
+              gait_reference=cfg.gait_reference if cfg.reference_reward else 0.0, capture_reward=cfg.capture_reward,
+              gantry_starts=cfg.gantry_starts)
     env = (ShardedHumanoidEnv(cfg.num_envs, shards=cfg.workers, **kw) if cfg.workers > 1
            else HumanoidVecEnv(cfg.num_envs, **kw))
     try:
@@ -635,7 +640,7 @@ def build_contract(res: HumanoidTrainResult, ck: dict, *, onnx_name: str, robot:
                     "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
         extra={"obs_clip": 10.0, "history": H, "task": cfg.task, "gait_period_s": 0.8,
                "gait_reference_rad": cfg.gait_reference, "velocity_estimator": cfg.estimator,
-               "placement_gain_rad_per_m_s": cfg.placement_gain,
+               "placement_gain_rad_per_m_s": cfg.placement_gain, "gantry_starts": cfg.gantry_starts,
                "observation_builder": "sim.humanoid_env.HumanoidVecEnv (key-major history layout)"},
     )
 
@@ -736,18 +741,21 @@ FATAL_PUSH_S = 2.5      # a fall this soon after a push is charged to that push 
 
 def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed: int = 10_000,
              num_envs: int = 50, history: int = 5, episode_s: float = 20.0, command=None,
-             make_env=None) -> dict:
+             make_env=None, gantry_s: tuple | None = None) -> dict:
     """Survival of ``episode_s`` episodes (pushes and DR per the task's YAML) and velocity tracking.
 
     ``act_fn(obs, env) -> PD targets (n, 12)``; ``command`` (3,) fixes the walk command.
     Held-out seeds: ``seed`` is far from the training seeds. Each env slot scores its first episode.
-    ``make_env(n, seed)`` swaps the simulator (e.g. ``sim.g1_pybullet.G1PyBulletEnv`` for sim-to-sim)."""
+    ``make_env(n, seed)`` swaps the simulator (e.g. ``sim.g1_pybullet.G1PyBulletEnv`` for sim-to-sim).
+    ``gantry_s`` (low, high): every episode starts on the gantry for U(low, high) s with the policy acting,
+    then is let go (the deployment's start, ``humanoid_sim_node``)."""
     fell, lin_err, yaw_err, lengths, dampings, pushes = [], [], [], [], 0, []
     rounds = math.ceil(episodes / num_envs)
     for r in range(rounds):
         n = min(num_envs, episodes - r * num_envs)
         env = (make_env(n, seed + r) if make_env is not None else
-               HumanoidVecEnv(n, task=task, dr=dr, seed=seed + r, history=history, episode_s=episode_s))
+               HumanoidVecEnv(n, task=task, dr=dr, seed=seed + r, history=history, episode_s=episode_s,
+                              **({} if gantry_s is None else {"gantry_starts": 1.0, "gantry_s": gantry_s})))
         obs, _ = env.reset()
         if hasattr(act_fn, "state"):
             act_fn(obs, env, reset_idx=np.arange(n))
@@ -866,6 +874,10 @@ def main(argv=None) -> int:
     ap.add_argument("--placement-gain", type=float, default=0.0, metavar="K",
                     help="with --estimator and --gait-reference: the reference swings each foot K rad per m/s "
                          "of estimated velocity toward where a step stops the body (about 0.4)")
+    ap.add_argument("--gantry-starts", type=float, default=0.0, metavar="FRAC",
+                    help="this fraction of training episodes starts with the pelvis held for 0-1.5 s while the "
+                         "policy acts, then let go, as when humanoid_sim_node's gantry releases a robot whose "
+                         "policy is already ACTIVE (about 0.3)")
     ap.add_argument("--ent-coef", type=float, default=HumanoidPPOConfig.ent_coef,
                     help="entropy bonus (0: let the exploration noise shrink as the policy firms up)")
     ap.add_argument("--dr-config", default="", help="training DR YAML (default: the task's; evaluation always "
@@ -884,7 +896,7 @@ def main(argv=None) -> int:
                                 symmetry=a.symmetry, workers=a.workers, reference_reward=a.reference_reward,
                                 force_step=a.force_step, ent_coef=a.ent_coef,
                                 capture_reward=a.capture_reward, estimator=a.estimator,
-                                placement_gain=a.placement_gain)
+                                placement_gain=a.placement_gain, gantry_starts=a.gantry_starts)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         export_humanoid(ck, f"{a.out}.onnx")

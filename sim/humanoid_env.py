@@ -175,12 +175,16 @@ def mirror(x: np.ndarray, signed_perm) -> np.ndarray:
     return (np.asarray(x)[..., perm] * sign).astype(np.float32)
 
 
+GANTRY_S = (0.0, 1.5)           # gantry starts: how long the pelvis is held [s], uniform
+
+
 class HumanoidVecEnv:
     """``num_envs`` G1 leg robots on one task, batched. See the module docstring."""
 
     def __init__(self, num_envs: int = 1, task: str = "stand", dr=False, seed: int = 0, history: int = 5,
                  episode_s: float = EPISODE_S, reward_scales: dict | None = None, step_in_place: bool = False,
-                 gait_reference: float = 0.0, capture_reward: float = 0.0):
+                 gait_reference: float = 0.0, capture_reward: float = 0.0, gantry_starts: float = 0.0,
+                 gantry_s: tuple = GANTRY_S):
         if task not in TASKS:
             raise ConfigError(f"unknown humanoid task '{task}'", field="task", fix=f"use one of {list(TASKS)}")
         if int(history) < 1:
@@ -236,6 +240,16 @@ class HumanoidVecEnv:
         # push_log: None, or a list the env appends (robot, episode time [s], dvx, dvy) to at each push
         # (the evaluation's per-push outcome; off in training).
         self.push_log: list | None = None
+        # Gantry starts: this fraction of episodes begins with the pelvis held at its start pose for
+        # U(gantry_s) seconds while the policy already acts (the feet 2 mm above the floor), then let go,
+        # as humanoid_sim_node's gantry does when the policy goes ACTIVE before the release. 0 = off (and
+        # no extra random draws, so the episodes of a seed stay what they were).
+        if not 0.0 <= float(gantry_starts) <= 1.0 or not 0.0 <= gantry_s[0] <= gantry_s[1]:
+            raise ConfigError(f"gantry_starts {gantry_starts} / gantry_s {gantry_s} out of range",
+                              field="gantry_starts", fix="a fraction in [0, 1] and 0 <= low <= high seconds")
+        self.gantry_starts, self.gantry_s = float(gantry_starts), tuple(float(x) for x in gantry_s)
+        self.hang_steps = np.zeros(n, np.int64)
+        self._hang_pose = np.zeros((n, 7))
         lim = self.desc.joint_range
         mid, half = lim.mean(1), (lim[:, 1] - lim[:, 0]) / 2
         self.soft_lo, self.soft_hi = mid - 0.9 * half, mid + 0.9 * half
@@ -362,7 +376,11 @@ class HumanoidVecEnv:
             self.qvel[i] = 0.0
             self.command[i] = self._sample_command(rng)
             self.next_push_step[i] = self._next_push(i, 0, rng)
+            if self.gantry_starts > 0:
+                hang = rng.uniform() < self.gantry_starts
+                self.hang_steps[i] = int(round(rng.uniform(*self.gantry_s) / self.dt_s)) if hang else 0
         self.qpos[idx, 0:2] = self._home_xy(idx)
+        self._hang_pose[idx] = self.qpos[idx, 0:7]
         mujoco.mj_forward(self.model, self.data)
         self.target[idx] = self.default_pose
         self._target_fifo[:, idx] = self.default_pose
@@ -488,6 +506,7 @@ class HumanoidVecEnv:
                 if self.push_log is not None:
                     self.push_log.append((int(i), float(self.t_step[i] * self.dt_s), float(dv[0]), float(dv[1])))
                 self.next_push_step[i] = self._next_push(i, self.t_step[i], rng)
+        hanging = np.flatnonzero(self.t_step < self.hang_steps)
         for _ in range(self.substeps):
             self._k += 1
             self._target_fifo[self._k % FIFO_LEN] = target
@@ -497,6 +516,9 @@ class HumanoidVecEnv:
                                -self.desc.torque_limit, self.desc.torque_limit)
             self.ctrl[:] = self.tau
             mujoco.mj_step(self.model, self.data)
+            if len(hanging):          # on the gantry: the pelvis is held where the episode started
+                self.qpos[hanging, 0:7] = self._hang_pose[hanging]
+                self.qvel[hanging, 0:6] = 0.0
             row = self._k % FIFO_LEN
             self._qpos_fifo[row] = self.qpos
             self._qvel_fifo[row] = self.qvel

@@ -173,6 +173,35 @@ def test_dr_draws_are_reproducible_for_a_seed_and_differ_across_seeds():
     assert not np.array_equal(a[1], c[1])
 
 
+
+def test_gantry_starts_hold_the_pelvis_while_the_policy_acts_then_let_go():
+    """The deployment's start (humanoid_sim_node): the policy acts while the pelvis hangs, then the gantry lets go.
+    Held robots keep their start pose exactly, whatever the legs do; released ones fall freely under PD alone."""
+    env = HumanoidVecEnv(3, task="stand", dr=True, seed=5, gantry_starts=1.0, gantry_s=(0.4, 0.4))
+    env.reset()
+    assert np.all(env.hang_steps == 20)
+    start = env.qpos[:, 0:7].copy()
+    kick = np.zeros((3, 12))
+    kick[:, [0, 6]] = -2.0                                  # swing both hips hard: a free pelvis would move
+    for _ in range(20):
+        env.step(kick)
+    assert np.array_equal(env.qpos[:, 0:7], start) and np.all(env.qvel[:, 0:6] == 0.0)
+    assert not np.allclose(env.qpos[:, 7:], env.default_pose, atol=0.05)     # the legs did move
+    for _ in range(15):
+        _, _, term, _, _ = env.step(kick)
+    assert term.any() or np.abs(env.qpos[:, 0:3] - start[:, 0:3]).max() > 0.02   # let go: it moves, or falls
+    with pytest.raises(ConfigError, match="gantry_starts"):
+        HumanoidVecEnv(1, gantry_starts=1.5)
+    # off (the default) draws nothing extra: a seed's episodes are the ones it gave before gantry starts existed
+    plain, off = HumanoidVecEnv(2, dr=True, seed=9), HumanoidVecEnv(2, dr=True, seed=9, gantry_starts=0.0)
+    for e in (plain, off):
+        e.reset()
+        for _ in range(10):
+            e.step(np.full((2, 12), 0.1))
+    assert np.array_equal(plain.qpos, off.qpos) and np.array_equal(plain.friction, off.friction)
+    assert not off.hang_steps.any()
+
+
 def test_dr_config_covers_every_randomized_quantity_and_rejects_bad_ranges(tmp_path):
     cfg = load_humanoid_dr_config(task="stand")
     for sec, key in (("physics", "friction"), ("physics", "added_base_mass_kg"), ("physics", "com_offset_m"),
@@ -462,6 +491,13 @@ def test_cli_trains_exports_and_evaluates_the_g1_legs(tmp_path, capsys):
     assert (tmp_path / "sweep" / "push_sweep.png").stat().st_size > 0
     assert "per_push" in json.loads((tmp_path / "sweep" / "push_sweep.json").read_text())
     assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--push-sweep", "0,fast"]) == 2
+    # the deployment's start: episodes begin on the gantry, then it lets go
+    assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--episodes", "2", "--push-sweep", "0",
+                 "--gantry", "0.2,0.4", "--out", str(tmp_path / "gantry")]) == 0
+    assert "gantry 0.2-0.4 s | pushes <= 0.00 m/s | survived" in capsys.readouterr().out
+    assert json.loads((tmp_path / "gantry" / "push_sweep.json").read_text())["rows"][0]["gantry_s"] == [0.2, 0.4]
+    assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--push-sweep", "0", "--gantry", "1,0"]) == 2
+    assert main(["eval", str(out / "policy.onnx"), "--task", "stand", "--gantry", "0,1"]) == 2   # sweep only
     (out / "policy.pt").unlink()
     assert main(["eval", str(out / "policy.onnx"), "--episodes", "1"]) == 2      # names the missing checkpoint
     # --recipe push-recovery: the best measured stand + push recipe, in the artifact's contract

@@ -42,6 +42,9 @@ def add_arguments(p):
     h.add_argument("--push-sweep", default=None, metavar="V1,V2,...",
                    help="stand: survival against push size [m/s] through the runtime + safety filter, "
                         "--episodes each (e.g. 0,0.3,0.5,1.0); writes push_sweep.png/json into --out")
+    h.add_argument("--gantry", default=None, metavar="LOW,HIGH",
+                   help="with --push-sweep: every episode starts with the pelvis held U(LOW, HIGH) s while the "
+                        "policy acts, then let go (humanoid_sim_node's gantry release), e.g. 0,1.5")
     q = p.add_argument_group("quadrotor")
     q.add_argument("--safety", default=None, help="safety envelope YAML (default: the one the contract records)")
     q.add_argument("--plant", default="mujoco", choices=["mujoco", "pybullet"], help="simulator (default mujoco)")
@@ -95,6 +98,18 @@ def _run_humanoid(args) -> int:
     task = args.task or "stand"
     if task not in ("stand", "walk"):
         raise OnboardError(f"unknown humanoid task '{task}'", field="--task", fix="use stand or walk")
+    gantry = None
+    if getattr(args, "gantry", None):
+        try:
+            gantry = tuple(float(v) for v in args.gantry.split(","))
+        except ValueError:
+            gantry = ()
+        if len(gantry) != 2 or not 0.0 <= gantry[0] <= gantry[1]:
+            raise OnboardError(f"not LOW,HIGH seconds with 0 <= LOW <= HIGH: {args.gantry!r}", field="--gantry",
+                               fix="pass e.g. --gantry 0,1.5")
+        if not args.push_sweep:
+            raise OnboardError("--gantry applies to the push sweep", field="--gantry",
+                               fix="add --push-sweep (e.g. --push-sweep 0,1.0)")
     if args.push_sweep:
         from onboard.evaluation import humanoid_push_sweep
         try:
@@ -106,9 +121,11 @@ def _run_humanoid(args) -> int:
             raise OnboardError("the push sweep needs --task stand and at least one push size", field="--push-sweep",
                                fix="pass --task stand --push-sweep 0,0.3,0.5,1.0")
         out_dir = Path(args.out) if args.out else Path(args.artifact).parent / "eval"
-        for r in humanoid_push_sweep(prefix, levels, episodes=args.episodes, out_dir=out_dir, log=lambda line: None):
+        start = "" if gantry is None else f" | gantry {gantry[0]:g}-{gantry[1]:g} s"
+        for r in humanoid_push_sweep(prefix, levels, episodes=args.episodes, out_dir=out_dir, log=lambda line: None,
+                                     gantry_s=gantry):
             lo, hi = r["ci95"]
-            print(f"[eval] g1 stand | pushes <= {r['push_max_vel_m_s']:.2f} m/s | survived {r['survived']}/"
+            print(f"[eval] g1 stand{start} | pushes <= {r['push_max_vel_m_s']:.2f} m/s | survived {r['survived']}/"
                   f"{r['episodes']} = {100 * r['survival']:.0f}% ({100 * lo:.1f}-{100 * hi:.1f}%) | "
                   f"mean time up {r['mean_episode_s']:.1f} s")
         print(f"[eval] plot: {out_dir / 'push_sweep.png'}")
