@@ -22,6 +22,11 @@ Measurements are delayed by the observation FIFO and noisy when DR says so.
 Action (12,): joint offsets; PD target = default_pose + 0.25 * action (clipped
 to +-ACTION_CLIP). Torque limits apply in the PD.
 
+Gantry starts (``gantry_starts``, a fraction of episodes): the pelvis is held at
+its start pose for U(``gantry_s``) seconds while the policy acts, then let go,
+as on the robot and in ``humanoid_sim_node`` when the policy goes ACTIVE before
+the gantry releases.
+
 DR is a plug-in (``dr``: False, True = ``config/randomization/g1_12dof_<task>.yaml``,
 a path, a config, or any object with ``new_episode(env, idx, rng)``); the
 shipped randomizer lives in ``sim2real.humanoid_randomization``, imported
