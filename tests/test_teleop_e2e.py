@@ -103,14 +103,21 @@ def recorded(tmp_path_factory):
         assert res.success, res.message + "".join(lines[-40:])
         drive(0.1, 0.0, 1.5)                          # episode 0: +x, started and stopped by service
         assert _call(ex, stop).success
-        drive(0.0, 0.0, 0.3, press=7)                 # episode 1: Joy Start button
+        def press_until(button, done, tries=5):
+            """Joy presses ride best-effort DDS: press again (a new rising edge) until the effect shows."""
+            for _ in range(tries):
+                drive(0.0, 0.0, 0.3, press=button)
+                if spin_until(ex, done, 2.0):
+                    return True
+            return False
+
+        log = lambda: "".join(lines)                  # noqa: E731 - the launch's output so far
+        assert press_until(7, lambda: "recording attempt 2" in log()), log()[-3000:]   # episode 1: Joy Start
         drive(0.0, 0.1, 1.5)                          # +y
-        drive(0.0, 0.0, 0.2, press=3)                 # Joy Y: stop and save
-        assert spin_until(ex, lambda: len(seen["reports"]) >= 2, 30), "".join(lines[-40:])
+        assert press_until(3, lambda: len(seen["reports"]) >= 2), log()[-3000:]        # Joy Y: stop and save
         assert _call(ex, start).success               # an attempt thrown away with Joy Back
         drive(-0.1, 0.0, 0.5)
-        drive(0.0, 0.0, 0.2, press=6)
-        spin_until(ex, lambda: False, 0.3)
+        assert press_until(6, lambda: "discarded" in log()), log()[-3000:]
         assert _call(ex, start).success               # an episode that never ends: the recorder dies
         drive(0.1, 0.0, 0.8)
         rec_pid = int(re.search(r"started \[recorder_node\] pid (\d+)", "".join(lines)).group(1))
@@ -156,7 +163,7 @@ def test_scripted_twist_and_joy_input_records_episodes_over_dds_and_the_kill_lea
     assert ds.num_episodes == 2, recorded["text"][-3000:]         # the discarded and the killed ones are not there
     for r in recorded["reports"]:
         assert r["late_rows"] <= 2 and r["dropped_frames.front"] == 0
-        assert 10 <= r["frames"] <= 30
+        assert 10 <= r["frames"] <= 60                   # 30 at most, plus a re-pressed button's 2.3 s
     ee = ds.column("observation.ee_pos")
     s0, s1 = ds.episode_slice(0), ds.episode_slice(1)
     assert ee[s0.stop - 1, 0] - ee[s0.start, 0] > 0.05            # episode 0 moved along +x
