@@ -67,7 +67,9 @@ class HumanoidPPOConfig:
     critic_hidden: tuple = (256, 128)
     init_log_std: float = -1.0           # std 0.37 on the action (0.09 rad on the target)
     seed: int = 0
-    torch_threads: int = 1
+    torch_threads: int = 1               # torch threads while the robots step (rollout inference)
+    update_threads: int = 0              # torch threads for the PPO update and estimator fit (0: as many as the
+    #                                      workers, which idle meanwhile)
     log_every: int = 10                  # updates
     max_wall_s: float = 0.0              # > 0: stop (and keep the model) after this much training time
     resume: str = ""                     # checkpoint to continue from (weights and statistics)
@@ -87,6 +89,7 @@ class HumanoidPPOConfig:
     capture_reward: float = 0.0          # > 0: weight of the env's capture_step term (touch down at the capture point)
     estimator: bool = False              # learn the base velocity from the history (supervised) and feed it to the actor
     placement_gain: float = 0.0          # > 0: the gait reference moves the feet by this [rad per m/s] of estimated velocity
+    early_touchdown: bool = False        # with force_step: force only the rising half of each swing (land early)
     gantry_starts: float = 0.0           # fraction of episodes that start on the gantry (sim.humanoid_env.GANTRY_S), 0 = off
 
     def validate(self) -> None:
@@ -107,6 +110,9 @@ class HumanoidPPOConfig:
         if not 0.0 <= self.gait_reference <= 0.5:
             raise OnboardError(f"gait_reference {self.gait_reference} rad outside [0, 0.5]", field="gait_reference",
                                fix="pass --gait-reference between 0 (off) and 0.5 rad (about 0.3 lifts the foot 6 cm)")
+        if self.early_touchdown and not self.force_step:
+            raise OnboardError("--early-touchdown relaxes --force-step, which is off", field="early_touchdown",
+                               fix="add --force-step --gait-reference 0.3")
         if (self.reference_reward or self.force_step) and self.gait_reference <= 0:
             raise OnboardError("--reference-reward / --force-step need a gait reference", field="gait_reference",
                                fix="add --gait-reference 0.3")
@@ -205,9 +211,11 @@ class GaitReferenceActor(nn.Module):
     foot of a 0.7 m leg about v sqrt(h / g) ahead, the capture-point offset of a 0.78 m pendulum."""
 
     def __init__(self, net: nn.Module, sin_index: int, amplitude_rad: float, act_dim: int = 12,
-                 force_step: bool = False, estimator: nn.Module | None = None, placement_gain: float = 0.0):
+                 force_step: bool = False, estimator: nn.Module | None = None, placement_gain: float = 0.0,
+                 early_touchdown: bool = False):
         super().__init__()
         self.net, self.sin_index, self.force_step = net, int(sin_index), bool(force_step)
+        self.early_touchdown = bool(early_touchdown)
         pattern = torch.as_tensor(GAIT_LIFT_PATTERN[:, :act_dim], dtype=torch.float32)
         self.register_buffer("pattern", pattern * float(amplitude_rad) / ACTION_SCALE)
         self.register_buffer("sin_mean", torch.zeros(()))
@@ -218,14 +226,14 @@ class GaitReferenceActor(nn.Module):
         elif self.placement_gain > 0:
             raise OnboardError("foot placement needs the velocity estimator", field="placement_gain",
                                fix="add --estimator")
-        if self.placement_gain > 0:      # only then: checkpoints without placement keep their keys
+        if self.placement_gain > 0 or self.early_touchdown:   # only then: older checkpoints keep their keys
             self.register_buffer("cos_mean", torch.zeros(()))
             self.register_buffer("cos_std", torch.ones(()))
 
     def sync(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.sin_mean.fill_(float(mean[self.sin_index]))
         self.sin_std.fill_(float(std[self.sin_index]))
-        if self.placement_gain > 0:
+        if hasattr(self, "cos_mean"):
             self.cos_mean.fill_(float(mean[self.sin_index + 1]))
             self.cos_std.fill_(float(std[self.sin_index + 1]))
 
@@ -250,6 +258,13 @@ class GaitReferenceActor(nn.Module):
         right = [w_right * pitch, -w_right * k * torch.relu(-v[..., 1:2])]
         return torch.cat([*left, zero, zero, zero, zero, *right, zero, zero, zero, zero], dim=-1)
 
+    def lift_rising(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2) bool: the left / right leg's reference lift is rising (the first half of its swing: left
+        while sin < 0 and cos < 0, right while sin > 0 and cos > 0)."""
+        s = x[..., self.sin_index:self.sin_index + 1] * self.sin_std + self.sin_mean
+        c = x[..., self.sin_index + 1:self.sin_index + 2] * self.cos_std + self.cos_mean
+        return torch.cat([(s < 0) & (c < 0), (s > 0) & (c > 0)], dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "estimator"):
             v = self.estimator(x)
@@ -259,6 +274,8 @@ class GaitReferenceActor(nn.Module):
         out = out + ref
         if self.force_step:   # the knees may flex more than the reference, never less: the step cannot be undone
             knees = torch.maximum(out[..., KNEES], ref[..., KNEES])
+            if self.early_touchdown:   # ... only while the lift rises: after its top the foot may land early
+                knees = torch.where(self.lift_rising(x), knees, out[..., KNEES])
             out = torch.cat([out[..., :3], knees[..., :1], out[..., 4:9], knees[..., 1:], out[..., 10:]], dim=-1)
         return out
 
@@ -269,7 +286,7 @@ class AsymmetricActorCritic(nn.Module):
     def __init__(self, actor_dim: int, critic_dim: int, act_dim: int, hidden=(256, 128),
                  critic_hidden=(256, 128), init_log_std=-1.0, gait_reference: float = 0.0, history: int = 5,
                  symmetry: bool = False, force_step: bool = False, estimator: bool = False,
-                 placement_gain: float = 0.0):
+                 placement_gain: float = 0.0, early_touchdown: bool = False):
         super().__init__()
         self.actor_dim, self.critic_dim = int(actor_dim), int(critic_dim)
         self.estimator = velocity_estimator(actor_dim, history, symmetry) if estimator else None
@@ -280,7 +297,7 @@ class AsymmetricActorCritic(nn.Module):
             self.actor = MirrorSymmetricNet(self.actor, history, actor_dim)
         if gait_reference > 0:
             self.actor = GaitReferenceActor(self.actor, gait_sin_index(history), gait_reference, act_dim, force_step,
-                                            self.estimator, placement_gain)
+                                            self.estimator, placement_gain, early_touchdown)
         self.critic = mlp([critic_dim, *critic_hidden, 1], out_gain=1.0)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
@@ -424,7 +441,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
         env.push_scale = curriculum.scale
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
                                cfg.init_log_std, cfg.gait_reference, cfg.history, cfg.symmetry, cfg.force_step,
-                               cfg.estimator, cfg.placement_gain)
+                               cfg.estimator, cfg.placement_gain, cfg.early_touchdown)
     opt = torch.optim.Adam(ac.parameters(), lr=cfg.learning_rate, eps=1e-5)
     est_opt = torch.optim.Adam(ac.estimator.parameters(), lr=1e-3) if ac.estimator is not None else None
     vel = np.zeros((cfg.num_steps, cfg.num_envs, 3), np.float32)    # the estimator's regression targets
@@ -491,6 +508,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
             last_val = ac.value(torch.as_tensor(norm.both(obs, cobs))).numpy()
         adv, ret = ro.advantages(last_val, cfg.gamma, cfg.gae_lambda)
         x_all = torch.as_tensor(ro.obs.reshape(-1, ro.obs.shape[-1]))
+        torch.set_num_threads(cfg.update_threads or max(cfg.torch_threads, cfg.workers))
         with torch.no_grad():
             old = ac.dist(x_all)
         stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng)
@@ -506,6 +524,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
             stats.update(kl=kl, lr=lr)
         if est_opt is not None:
             stats["est_rmse_m_s"] = fit_estimator(ac.estimator, est_opt, x_all[:, :ac.actor_dim], vel, cfg, rng)
+        torch.set_num_threads(cfg.torch_threads)
         res.env_steps = (upd + 1) * cfg.num_envs * cfg.num_steps
         stop = cfg.max_wall_s > 0 and time.perf_counter() - t0 > cfg.max_wall_s
         if ep_ret and ((upd + 1) % cfg.log_every == 0 or upd == n_updates - 1 or stop):
@@ -580,7 +599,7 @@ def load_checkpoint(path: str | Path):
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
                                gait_reference=cfg.gait_reference, history=cfg.history, symmetry=cfg.symmetry,
                                force_step=cfg.force_step, estimator=cfg.estimator,
-                               placement_gain=cfg.placement_gain)
+                               placement_gain=cfg.placement_gain, early_touchdown=cfg.early_touchdown)
     ac.load_state_dict(ck["state_dict"])
     norm = ObsNormalizer(env)
     norm.frame.mean, norm.frame.var = np.asarray(ck["frame_mean"]), np.asarray(ck["frame_var"])
@@ -641,6 +660,7 @@ def build_contract(res: HumanoidTrainResult, ck: dict, *, onnx_name: str, robot:
         extra={"obs_clip": 10.0, "history": H, "task": cfg.task, "gait_period_s": 0.8,
                "gait_reference_rad": cfg.gait_reference, "velocity_estimator": cfg.estimator,
                "placement_gain_rad_per_m_s": cfg.placement_gain, "gantry_starts": cfg.gantry_starts,
+               "early_touchdown": cfg.early_touchdown,
                "observation_builder": "sim.humanoid_env.HumanoidVecEnv (key-major history layout)"},
     )
 
@@ -862,6 +882,13 @@ def main(argv=None) -> int:
     ap.add_argument("--force-step", action="store_true",
                     help="with --gait-reference: the knees never flex less than the reference, so the policy "
                          "must balance while stepping instead of cancelling the step")
+    ap.add_argument("--early-touchdown", action="store_true",
+                    help="with --force-step: force the knee flexion only while the reference lift rises, so a "
+                         "swing foot may land early (a robot pushed toward its stance leg can then free that "
+                         "leg for a step sooner)")
+    ap.add_argument("--update-threads", type=int, default=0, metavar="N",
+                    help="torch threads for the PPO update and the estimator fit (default: --workers, since "
+                         "the env workers idle meanwhile)")
     ap.add_argument("--symmetry", action="store_true",
                     help="make the actor left/right mirror-equivariant by construction: a push to the left "
                          "gets the mirror image of the answer to a push to the right")
@@ -894,7 +921,8 @@ def main(argv=None) -> int:
                                 step_in_place=a.step_in_place, push_curriculum=a.push_curriculum,
                                 push_start=a.push_start, dr_config=a.dr_config, gait_reference=a.gait_reference,
                                 symmetry=a.symmetry, workers=a.workers, reference_reward=a.reference_reward,
-                                force_step=a.force_step, ent_coef=a.ent_coef,
+                                force_step=a.force_step, ent_coef=a.ent_coef, early_touchdown=a.early_touchdown,
+                                update_threads=a.update_threads,
                                 capture_reward=a.capture_reward, estimator=a.estimator,
                                 placement_gain=a.placement_gain, gantry_starts=a.gantry_starts)
         res = train(cfg, log=log)

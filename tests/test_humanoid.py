@@ -693,6 +693,48 @@ def test_force_step_keeps_the_knee_reference_however_the_net_pulls(tmp_path):
         HumanoidPPOConfig(force_step=True).validate()
 
 
+def test_early_touchdown_forces_the_knees_only_while_the_lift_rises(tmp_path):
+    """--early-touchdown: the knee floor of --force-step holds over the rising half of each swing only, so a
+    net that straightens the knees lands the swing foot early after the top of the lift; in the exported graph too."""
+    pytest.importorskip("torch")
+    import torch
+    from policies.humanoid_ppo import HumanoidPPOConfig, export_humanoid, load_checkpoint, save_checkpoint, train
+    from policies.runtime import PolicyRuntime
+    cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
+                            critic_hidden=(32, 32), gait_reference=0.3, force_step=True, early_touchdown=True)
+    res = train(cfg, log=lambda line: None)
+    actor = res.model.actor
+    with torch.no_grad():                        # a net that tries to straighten both knees hard
+        [m for m in actor.net.modules() if isinstance(m, torch.nn.Linear)][-1].bias[[3, 9]] = -10.0
+    env = HumanoidVecEnv(1, task="stand", history=2, seed=0)
+    obs, _ = env.reset()
+    rows, phases = [], []
+    for k in range(40):                          # one period is 40 policy steps (0.8 s at 50 Hz)
+        obs, *_ = env.step(np.zeros((1, 12)))
+        rows.append(obs[0])
+        phases.append(((k + 1) * env.dt_s / 0.8) % 1.0)
+    x = torch.as_tensor(res.norm.actor(np.asarray(rows)))
+    phases = np.asarray(phases)
+    with torch.no_grad():
+        out, ref = actor(x).numpy(), actor.reference(x).numpy()
+    left_rising, right_rising = (phases > 0.5) & (phases < 0.75), (phases > 0.0) & (phases < 0.25)
+    for knee, rising in ((3, left_rising), (9, right_rising)):
+        assert rising.sum() >= 8 and ref[rising, knee].max() > 0.5
+        np.testing.assert_allclose(out[rising, knee], ref[rising, knee], atol=1e-6)   # floored while rising
+        falling = (ref[:, knee] > 0.3) & ~rising                                       # lowering half of the swing
+        assert falling.sum() >= 4 and np.all(out[falling, knee] < ref[falling, knee] - 5.0)
+    ck = save_checkpoint(res, tmp_path / "e.pt")
+    export_humanoid(ck, tmp_path / "e.onnx")
+    assert load_checkpoint(ck)[0].model.actor.early_touchdown
+    rt = PolicyRuntime(tmp_path / "e.onnx", robot="g1_12dof", num_envs=40)
+    got = rt.act_batch(env.split_obs(np.asarray(rows)))
+    clear = np.abs(phases * 4 - np.round(phases * 4)) > 1e-3     # off the quarter-period switch points
+    np.testing.assert_allclose((got - env.default_pose)[clear][:, [3, 9]] / 0.25, np.clip(out[clear][:, [3, 9]], -4, 4),
+                               atol=1e-4)
+    with pytest.raises(Exception, match="force-step"):
+        HumanoidPPOConfig(gait_reference=0.3, early_touchdown=True).validate()
+
+
 def test_evaluation_charges_a_fall_to_the_push_just_before_it():
     """evaluate() logs every push of the scored episodes with its size and whether a fall followed within
     FATAL_PUSH_S; the sweep bins them by size (the 'which pushes kill it' plot)."""
