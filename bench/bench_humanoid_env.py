@@ -95,14 +95,21 @@ def _workers_rows(n: int, a) -> list[dict]:
     rows = [{"what": "HumanoidVecEnv.step, 1 process", "env_steps_per_s": base * n, "vs_1_process": 1.0},
             {"what": f"ShardedHumanoidEnv.step, {a.workers} processes", "env_steps_per_s": split * n,
              "vs_1_process": split / base}]
+    # PPO training throughput with the push-recovery recipe's actor (gait reference, mirror symmetry, velocity
+    # estimator, placement prior): 1 process; w processes with the update on one torch thread; and w processes
+    # with the update on w threads (update_threads=0: the env workers idle during the update).
+    recipe = dict(step_in_place=True, gait_reference=0.3, force_step=True, symmetry=True, estimator=True,
+                  placement_gain=0.4, gantry_starts=0.3)
     rates = {}
-    for w in (1, a.workers):
-        cfg = HumanoidPPOConfig(num_envs=n, total_steps=n * 24 * a.train_updates, workers=w, log_every=10**9)
+    for w, ut in ((1, 1), (a.workers, 1), (a.workers, 0)):
+        cfg = HumanoidPPOConfig(num_envs=n, total_steps=n * 24 * a.train_updates, workers=w, update_threads=ut,
+                                log_every=10**9, **recipe)
         res = train(cfg, log=lambda line: None)
-        rates[w] = res.env_steps / res.wall_s
-    for w in (1, a.workers):
-        rows.append({"what": f"PPO training (inference + updates), workers={w}", "env_steps_per_s": rates[w],
-                     "vs_1_process": rates[w] / rates[1]})
+        rates[(w, ut)] = res.env_steps / res.wall_s
+    for (w, ut), r in rates.items():
+        threads = ut or w
+        rows.append({"what": f"PPO training, push-recovery actor, workers={w}, update threads={threads}",
+                     "env_steps_per_s": r, "vs_1_process": r / rates[(1, 1)]})
     return rows
 
 

@@ -90,6 +90,7 @@ class HumanoidPPOConfig:
     estimator: bool = False              # learn the base velocity from the history (supervised) and feed it to the actor
     placement_gain: float = 0.0          # > 0: the gait reference moves the feet by this [rad per m/s] of estimated velocity
     early_touchdown: bool = False        # with force_step: force only the rising half of each swing (land early)
+    side_step: float = 0.0               # > 0: V0 [m/s]; a body moving sideways faster than V0 lifts the leg on that side
     gantry_starts: float = 0.0           # fraction of episodes that start on the gantry (sim.humanoid_env.GANTRY_S), 0 = off
 
     def validate(self) -> None:
@@ -113,6 +114,12 @@ class HumanoidPPOConfig:
         if self.early_touchdown and not self.force_step:
             raise OnboardError("--early-touchdown relaxes --force-step, which is off", field="early_touchdown",
                                fix="add --force-step --gait-reference 0.3")
+        if not 0.0 <= self.side_step <= 1.0:
+            raise OnboardError(f"side_step {self.side_step} m/s outside [0, 1]", field="side_step",
+                               fix="pass --side-step between 0 (off) and about 0.3 m/s")
+        if self.side_step > 0 and (not self.estimator or self.gait_reference <= 0):
+            raise OnboardError("--side-step needs the velocity estimator and a gait reference", field="side_step",
+                               fix="add --estimator --gait-reference 0.3")
         if (self.reference_reward or self.force_step) and self.gait_reference <= 0:
             raise OnboardError("--reference-reward / --force-step need a gait reference", field="gait_reference",
                                fix="add --gait-reference 0.3")
@@ -212,10 +219,10 @@ class GaitReferenceActor(nn.Module):
 
     def __init__(self, net: nn.Module, sin_index: int, amplitude_rad: float, act_dim: int = 12,
                  force_step: bool = False, estimator: nn.Module | None = None, placement_gain: float = 0.0,
-                 early_touchdown: bool = False):
+                 early_touchdown: bool = False, side_step: float = 0.0):
         super().__init__()
         self.net, self.sin_index, self.force_step = net, int(sin_index), bool(force_step)
-        self.early_touchdown = bool(early_touchdown)
+        self.early_touchdown, self.side_step = bool(early_touchdown), float(side_step)
         pattern = torch.as_tensor(GAIT_LIFT_PATTERN[:, :act_dim], dtype=torch.float32)
         self.register_buffer("pattern", pattern * float(amplitude_rad) / ACTION_SCALE)
         self.register_buffer("sin_mean", torch.zeros(()))
@@ -223,9 +230,9 @@ class GaitReferenceActor(nn.Module):
         self.placement_gain = float(placement_gain)
         if estimator is not None:        # estimated once per call, shared by the net and the placement term
             self.estimator = estimator
-        elif self.placement_gain > 0:
-            raise OnboardError("foot placement needs the velocity estimator", field="placement_gain",
-                               fix="add --estimator")
+        elif self.placement_gain > 0 or self.side_step > 0:
+            raise OnboardError("foot placement and the side step need the velocity estimator",
+                               field="placement_gain", fix="add --estimator")
         if self.placement_gain > 0 or self.early_touchdown:   # only then: older checkpoints keep their keys
             self.register_buffer("cos_mean", torch.zeros(()))
             self.register_buffer("cos_std", torch.ones(()))
@@ -237,20 +244,45 @@ class GaitReferenceActor(nn.Module):
             self.cos_mean.fill_(float(mean[self.sin_index + 1]))
             self.cos_std.fill_(float(std[self.sin_index + 1]))
 
-    def reference(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+    def side_gates(self, v: torch.Tensor) -> torch.Tensor:
+        """(B, 2) the side-step gates g_L, g_R in [0, 1] from the velocity estimate ``v`` [m/s x 2]: g_L rises
+        from 0 at vy = V0 to 1 at 2 V0 (the body moving left), g_R likewise for vy < -V0."""
+        vy = v.detach()[..., 1:2] / VELOCITY_UNITS
+        v0 = self.side_step
+        return torch.cat([torch.clamp((vy - v0) / v0, 0.0, 1.0), torch.clamp((-vy - v0) / v0, 0.0, 1.0)], dim=-1)
+
+    def lifts(self, x: torch.Tensor, v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reference lift, floor lift), each (B, 2) left/right in units of the pattern. Without the side step
+        both are the clock's (relu(-sin), relu(sin)). With it, a body moving sideways (gate g) lifts the leg
+        on that side now, whatever the clock says, and lowers the other: lift_L = max(clock_L, g_L) (1 - g_R).
+        The floor of --force-step keeps only the lowering (clock x (1 - g_other)), so the net decides when
+        the side step starts (both feet must not be up at once) but cannot undo the clock's step otherwise."""
         s = x[..., self.sin_index:self.sin_index + 1] * self.sin_std + self.sin_mean
-        lift = torch.cat([torch.relu(-s), torch.relu(s)], dim=-1)
-        ref = lift @ self.pattern
+        clock = torch.cat([torch.relu(-s), torch.relu(s)], dim=-1)
+        if self.side_step <= 0:
+            return clock, clock
+        g = self.side_gates(self.estimator(x) if v is None else v)
+        keep = 1.0 - g.flip(-1)                     # (1 - g_R, 1 - g_L)
+        return torch.maximum(clock, g) * keep, clock * keep
+
+    def reference(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        if self.side_step > 0 and v is None:
+            v = self.estimator(x)
+        ref = self.lifts(x, v)[0] @ self.pattern
         if self.placement_gain > 0:
             return ref + self.placement(x, v)
         return ref
 
     def placement(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 12) the foot-placement term [action units] from the detached velocity estimate ``v``
-        (made here when not given)."""
+        (made here when not given). With the side step, a gated leg is weighted as at its touchdown."""
         c = x[..., self.sin_index + 1:self.sin_index + 2] * self.cos_std + self.cos_mean
         w_left, w_right = 0.5 * (1 + c), 0.5 * (1 - c)
-        v = (self.estimator(x) if v is None else v).detach() / VELOCITY_UNITS
+        v = self.estimator(x) if v is None else v
+        if self.side_step > 0:
+            g = self.side_gates(v)
+            w_left, w_right = torch.maximum(w_left, g[..., :1]), torch.maximum(w_right, g[..., 1:])
+        v = v.detach() / VELOCITY_UNITS
         k = self.placement_gain / ACTION_SCALE
         pitch = -k * v[..., :1]
         zero = torch.zeros_like(pitch)
@@ -266,14 +298,17 @@ class GaitReferenceActor(nn.Module):
         return torch.cat([(s < 0) & (c < 0), (s > 0) & (c > 0)], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "estimator"):
-            v = self.estimator(x)
+        v = self.estimator(x) if hasattr(self, "estimator") else None
+        if v is not None:
             ref, out = self.reference(x, v), self.net(x, v)
         else:
             ref, out = self.reference(x), self.net(x)
         out = out + ref
         if self.force_step:   # the knees may flex more than the reference, never less: the step cannot be undone
-            knees = torch.maximum(out[..., KNEES], ref[..., KNEES])
+            floor = ref[..., KNEES]
+            if self.side_step > 0:
+                floor = self.lifts(x, v)[1] @ self.pattern[:, KNEES]
+            knees = torch.maximum(out[..., KNEES], floor)
             if self.early_touchdown:   # ... only while the lift rises: after its top the foot may land early
                 knees = torch.where(self.lift_rising(x), knees, out[..., KNEES])
             out = torch.cat([out[..., :3], knees[..., :1], out[..., 4:9], knees[..., 1:], out[..., 10:]], dim=-1)
@@ -286,7 +321,7 @@ class AsymmetricActorCritic(nn.Module):
     def __init__(self, actor_dim: int, critic_dim: int, act_dim: int, hidden=(256, 128),
                  critic_hidden=(256, 128), init_log_std=-1.0, gait_reference: float = 0.0, history: int = 5,
                  symmetry: bool = False, force_step: bool = False, estimator: bool = False,
-                 placement_gain: float = 0.0, early_touchdown: bool = False):
+                 placement_gain: float = 0.0, early_touchdown: bool = False, side_step: float = 0.0):
         super().__init__()
         self.actor_dim, self.critic_dim = int(actor_dim), int(critic_dim)
         self.estimator = velocity_estimator(actor_dim, history, symmetry) if estimator else None
@@ -297,7 +332,7 @@ class AsymmetricActorCritic(nn.Module):
             self.actor = MirrorSymmetricNet(self.actor, history, actor_dim)
         if gait_reference > 0:
             self.actor = GaitReferenceActor(self.actor, gait_sin_index(history), gait_reference, act_dim, force_step,
-                                            self.estimator, placement_gain, early_touchdown)
+                                            self.estimator, placement_gain, early_touchdown, side_step)
         self.critic = mlp([critic_dim, *critic_hidden, 1], out_gain=1.0)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
@@ -441,7 +476,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
         env.push_scale = curriculum.scale
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
                                cfg.init_log_std, cfg.gait_reference, cfg.history, cfg.symmetry, cfg.force_step,
-                               cfg.estimator, cfg.placement_gain, cfg.early_touchdown)
+                               cfg.estimator, cfg.placement_gain, cfg.early_touchdown, cfg.side_step)
     opt = torch.optim.Adam(ac.parameters(), lr=cfg.learning_rate, eps=1e-5)
     est_opt = torch.optim.Adam(ac.estimator.parameters(), lr=1e-3) if ac.estimator is not None else None
     vel = np.zeros((cfg.num_steps, cfg.num_envs, 3), np.float32)    # the estimator's regression targets
@@ -599,7 +634,8 @@ def load_checkpoint(path: str | Path):
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
                                gait_reference=cfg.gait_reference, history=cfg.history, symmetry=cfg.symmetry,
                                force_step=cfg.force_step, estimator=cfg.estimator,
-                               placement_gain=cfg.placement_gain, early_touchdown=cfg.early_touchdown)
+                               placement_gain=cfg.placement_gain, early_touchdown=cfg.early_touchdown,
+                               side_step=cfg.side_step)
     ac.load_state_dict(ck["state_dict"])
     norm = ObsNormalizer(env)
     norm.frame.mean, norm.frame.var = np.asarray(ck["frame_mean"]), np.asarray(ck["frame_var"])
@@ -660,7 +696,7 @@ def build_contract(res: HumanoidTrainResult, ck: dict, *, onnx_name: str, robot:
         extra={"obs_clip": 10.0, "history": H, "task": cfg.task, "gait_period_s": 0.8,
                "gait_reference_rad": cfg.gait_reference, "velocity_estimator": cfg.estimator,
                "placement_gain_rad_per_m_s": cfg.placement_gain, "gantry_starts": cfg.gantry_starts,
-               "early_touchdown": cfg.early_touchdown,
+               "early_touchdown": cfg.early_touchdown, "side_step_m_s": cfg.side_step,
                "observation_builder": "sim.humanoid_env.HumanoidVecEnv (key-major history layout)"},
     )
 
@@ -886,6 +922,11 @@ def main(argv=None) -> int:
                     help="with --force-step: force the knee flexion only while the reference lift rises, so a "
                          "swing foot may land early (a robot pushed toward its stance leg can then free that "
                          "leg for a step sooner)")
+    ap.add_argument("--side-step", type=float, default=0.0, metavar="V0",
+                    help="with --estimator --gait-reference: when the estimated sideways velocity exceeds V0 m/s "
+                         "(fully at 2 V0), the reference lifts the leg on that side at once and lowers the other, "
+                         "whatever the gait clock says (about 0.3); the clock's step timing otherwise makes a "
+                         "robot pushed toward its stance leg wait up to 0.4 s for the leg it must step with")
     ap.add_argument("--update-threads", type=int, default=0, metavar="N",
                     help="torch threads for the PPO update and the estimator fit (default: --workers, since "
                          "the env workers idle meanwhile)")
@@ -922,7 +963,7 @@ def main(argv=None) -> int:
                                 push_start=a.push_start, dr_config=a.dr_config, gait_reference=a.gait_reference,
                                 symmetry=a.symmetry, workers=a.workers, reference_reward=a.reference_reward,
                                 force_step=a.force_step, ent_coef=a.ent_coef, early_touchdown=a.early_touchdown,
-                                update_threads=a.update_threads,
+                                update_threads=a.update_threads, side_step=a.side_step,
                                 capture_reward=a.capture_reward, estimator=a.estimator,
                                 placement_gain=a.placement_gain, gantry_starts=a.gantry_starts)
         res = train(cfg, log=log)

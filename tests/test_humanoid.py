@@ -596,7 +596,8 @@ def test_symmetric_actor_answers_the_mirrored_robot_with_the_mirrored_action(tmp
     from sim.humanoid_env import JOINT_MIRROR, actor_mirror, mirror
     cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
                             critic_hidden=(32, 32), symmetry=True, gait_reference=0.3, estimator=estimator,
-                            placement_gain=0.4 if estimator else 0.0)
+                            placement_gain=0.4 if estimator else 0.0, side_step=0.05 if estimator else 0.0,
+                            force_step=estimator, early_touchdown=estimator)
     res = train(cfg, log=lambda line: None)
     assert any(isinstance(m, MirrorSymmetricNet) for m in res.model.actor.modules())
     with torch.no_grad():                               # make the inner MLP clearly lopsided
@@ -623,7 +624,9 @@ def test_symmetric_actor_answers_the_mirrored_robot_with_the_mirrored_action(tmp
     export_humanoid(ck, tmp_path / "s.onnx")
     res2, _ = load_checkpoint(ck)
     rt = PolicyRuntime(tmp_path / "s.onnx", robot="g1_12dof", num_envs=3)
-    assert np.allclose(rt.act_batch(env.split_obs(obs)), torch_act_fn(res2)(obs, env), atol=1e-4)
+    d = env.default_pose                                # the artifact bounds the target to 1 rad of the default
+    assert np.allclose(rt.act_batch(env.split_obs(obs)), d + np.clip(torch_act_fn(res2)(obs, env) - d, -1, 1),
+                       atol=1e-4)
     plain = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
                               critic_hidden=(32, 32), resume=str(ck))
     with pytest.raises(Exception, match="symmetry"):                 # resume must keep the actor's structure
@@ -733,6 +736,58 @@ def test_early_touchdown_forces_the_knees_only_while_the_lift_rises(tmp_path):
                                atol=1e-4)
     with pytest.raises(Exception, match="force-step"):
         HumanoidPPOConfig(gait_reference=0.3, early_touchdown=True).validate()
+
+
+def test_side_step_lifts_the_leg_on_the_side_the_body_moves_to_and_lowers_the_other(tmp_path):
+    """--side-step V0: with the estimator pinned to a sideways velocity, the reference lifts the leg on that
+    side whatever the gait clock says and lowers the other (gate g from 0 at V0 to 1 at 2 V0); the knee floor
+    of --force-step keeps only the lowering; placement weights the gated leg as at touchdown; in the graph."""
+    pytest.importorskip("torch")
+    import torch
+    from policies.humanoid_ppo import (HumanoidPPOConfig, export_humanoid, load_checkpoint, save_checkpoint,
+                                       torch_act_fn, train)
+    from policies.runtime import PolicyRuntime
+    cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
+                            critic_hidden=(32, 32), gait_reference=0.3, estimator=True, placement_gain=0.4,
+                            force_step=True, side_step=0.3)
+    res = train(cfg, log=lambda line: None)
+    actor = res.model.actor
+    env = HumanoidVecEnv(1, task="stand", history=2, seed=0)
+    obs, _ = env.reset()
+    for _ in range(7):                           # t = 0.14 s: phase 0.175, the right leg halfway up its lift
+        obs, *_ = env.step(np.zeros((1, 12)))
+    x = torch.as_tensor(res.norm.actor(obs))
+    knee = 2 * 0.3 / 0.25                        # the pattern's knee per unit lift [action units]
+    clock_r = math.sin(2 * math.pi * 0.175)
+    est = [m for m in res.model.estimator.modules() if isinstance(m, torch.nn.Linear)][-1]
+    net = [m for m in actor.net.net.modules() if isinstance(m, torch.nn.Linear)][-1]   # the MLP in EstimatorFedNet
+    cases = {0.0: (0.0, clock_r), 0.8: (1.0, 0.0), 0.45: (0.5, 0.5 * clock_r), -0.8: (0.0, 1.0)}
+    for vy, (lift_l, lift_r) in cases.items():
+        with torch.no_grad():
+            est.weight.zero_()
+            est.bias.copy_(torch.tensor([0.0, 2 * vy, 0.0]))             # the estimate, m/s x 2
+            net.weight.zero_()
+            net.bias.zero_()
+            net.bias[[3, 9]] = -10.0                                      # a net that straightens both knees
+            ref, out = actor.reference(x).numpy()[0], actor(x).numpy()[0]
+            place = actor.placement(x).numpy()[0]
+        np.testing.assert_allclose(ref[[3, 9]], [knee * lift_l, knee * lift_r], atol=1e-5)
+        floor_r = clock_r * (1.0 - (1.0 if vy == 0.8 else 0.5 if vy == 0.45 else 0.0))
+        np.testing.assert_allclose(out[9], max(ref[9] - 10.0, knee * floor_r), atol=1e-5)   # floor: clock x (1 - g_L)
+        np.testing.assert_allclose(out[3], max(ref[3] - 10.0, 0.0), atol=1e-5)   # the clock's floor (0 here) ...
+        assert lift_l == 0 or out[3] < ref[3] - 1.0                      # ... so the side step itself is not forced
+        if vy == 0.8:                                                    # gated left leg: full outward roll
+            np.testing.assert_allclose(place[1], 0.4 * 0.8 / 0.25, atol=1e-5)
+    ck = save_checkpoint(res, tmp_path / "s.pt")
+    contract = export_humanoid(ck, tmp_path / "s.onnx")
+    assert contract.extra["side_step_m_s"] == 0.3
+    res2, _ = load_checkpoint(ck)
+    rt = PolicyRuntime(tmp_path / "s.onnx", robot="g1_12dof", num_envs=1)
+    np.testing.assert_allclose(rt.act_batch(env.split_obs(obs)), torch_act_fn(res2)(obs, env), atol=1e-4)
+    with pytest.raises(Exception, match="side_step"):
+        HumanoidPPOConfig(gait_reference=0.3, side_step=0.3).validate()              # no estimator
+    with pytest.raises(Exception, match="side_step"):
+        HumanoidPPOConfig(gait_reference=0.3, estimator=True, side_step=2.0).validate()
 
 
 def test_evaluation_charges_a_fall_to_the_push_just_before_it():
