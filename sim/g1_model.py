@@ -11,7 +11,8 @@ for PyBullet: one description, two simulators.
 Per robot: a free-floating pelvis (upper body rigid on it), 12 hinges with the
 given axes, ranges and joint defaults (damping, armature, frictionloss),
 explicit inertials (mass, CoM, principal inertia + frame quaternion), the
-pelvis' primitive cylinders and the four 5 mm contact spheres per foot, and
+pelvis' primitive cylinders and the four 5 mm contact spheres per foot, leg
+collision hulls (``LEG_HULLS``, assumed sizes) so the legs cannot cross, and
 12 torque actuators whose ``ctrlrange`` is the torque limit. The joint PD runs
 in numpy at every 2 ms physics step (``pd_torque``), so that gain scales,
 zero offsets and delays can be randomized per robot; the policy runs at 50 Hz
@@ -38,6 +39,14 @@ POLICY_DT_S = 0.02            # 50 Hz policy
 FLOOR_FRICTION = (1.0, 0.005, 0.0001)
 JOINT_KEYS = ("hip_pitch", "hip_roll", "hip_yaw", "knee", "ankle_pitch", "ankle_roll")
 SPACING_M = 3.0               # robots of a batch stand on a grid (cosmetic: they never touch)
+# Leg collision hulls, so that the two legs cannot pass through each other (the description gives contact
+# geometry for the feet only: without hulls, pushed policies put one foot through the other leg, which the robot
+# cannot). Sizes are ASSUMED, not from the description: thigh and shank capsules from joint to joint, a sole box
+# under each ankle roll link spanning the contact spheres. Hulls touch only the other leg's hulls, never the floor
+# (the foot-floor contact stays the four spheres) nor their own leg. Contact bits: floor 1, contact spheres 2,
+# left hulls 4, right hulls 8.
+LEG_HULLS = {"hip_yaw_link": ("capsule", 0.04), "knee_link": ("capsule", 0.035),
+             "ankle_roll_link": ("box", (0.09, 0.035, 0.012), (0.035, 0.0, -0.02))}
 
 
 def description_path() -> Path:
@@ -129,7 +138,25 @@ _GEOM = {"sphere": mujoco.mjtGeom.mjGEOM_SPHERE, "cylinder": mujoco.mjtGeom.mjGE
          "box": mujoco.mjtGeom.mjGEOM_BOX, "capsule": mujoco.mjtGeom.mjGEOM_CAPSULE}
 
 
-def _add_robot(spec: mujoco.MjSpec, desc: G1Description, prefix: str, xy) -> None:
+def _add_hull(body, desc: G1Description, b, prefix: str) -> None:
+    """The collision hull of leg link ``b`` (``LEG_HULLS``), if it has one."""
+    key = next((k for k in LEG_HULLS if b.name.endswith(k)), None)
+    if key is None:
+        return
+    left = b.name.startswith("left_")
+    bits = dict(contype=4 if left else 8, conaffinity=8 if left else 4, condim=3, density=0, mass=0, group=3,
+                rgba=[0.9, 0.5, 0.2, 0.3])
+    kind = LEG_HULLS[key]
+    if kind[0] == "capsule":
+        child = next(c for c in desc.bodies if c.parent == b.name)
+        body.add_geom(name=f"{prefix}{b.name}_hull", type=mujoco.mjtGeom.mjGEOM_CAPSULE, size=[kind[1], 0, 0],
+                      fromto=[0, 0, 0, *child.pos.tolist()], **bits)
+    else:
+        body.add_geom(name=f"{prefix}{b.name}_hull", type=mujoco.mjtGeom.mjGEOM_BOX, size=list(kind[1]),
+                      pos=list(kind[2]), **bits)
+
+
+def _add_robot(spec: mujoco.MjSpec, desc: G1Description, prefix: str, xy, leg_hulls: bool = True) -> None:
     made = {"world": spec.worldbody}
     for b in desc.bodies:
         parent = made[b.parent]
@@ -155,6 +182,8 @@ def _add_robot(spec: mujoco.MjSpec, desc: G1Description, prefix: str, xy) -> Non
             body.add_geom(name=f"{prefix}{b.name}_{'foot' if foot else 'geom'}{k}", type=_GEOM[g["type"]],
                           size=size, pos=list(g["pos"]), contype=2, conaffinity=1, density=0, mass=0,
                           condim=3, rgba=[0.2, 0.2, 0.2, 1] if foot else [0.7, 0.7, 0.75, 1])
+        if leg_hulls:
+            _add_hull(body, desc, b, prefix)
         made[b.name] = body
     for b in desc.bodies:   # visual links from each body to its children (no mass, no contact)
         for c in desc.bodies:
@@ -169,8 +198,9 @@ def _add_robot(spec: mujoco.MjSpec, desc: G1Description, prefix: str, xy) -> Non
         act.gear = [1, 0, 0, 0, 0, 0]
 
 
-def build_model(n: int = 1, desc: G1Description | None = None) -> mujoco.MjModel:
-    """A floor and ``n`` G1 leg robots (prefixes ``r0_``, ``r1_``, ...) in one model."""
+def build_model(n: int = 1, desc: G1Description | None = None, leg_hulls: bool = True) -> mujoco.MjModel:
+    """A floor and ``n`` G1 leg robots (prefixes ``r0_``, ``r1_``, ...) in one model. ``leg_hulls=False``:
+    the legs may pass through each other (the model before 2026-11-22, for comparisons)."""
     desc = desc or load_description()
     spec = mujoco.MjSpec()
     spec.compiler.degree = False      # ranges are radians (MjSpec's default unit is degrees)
@@ -182,7 +212,7 @@ def build_model(n: int = 1, desc: G1Description | None = None) -> mujoco.MjModel
     spec.worldbody.add_light(pos=[0, 0, 4], dir=[0, 0, -1])
     cols = max(1, int(math.ceil(math.sqrt(n))))
     for i in range(n):
-        _add_robot(spec, desc, f"r{i}_", np.array([(i % cols) * SPACING_M, (i // cols) * SPACING_M]))
+        _add_robot(spec, desc, f"r{i}_", np.array([(i % cols) * SPACING_M, (i // cols) * SPACING_M]), leg_hulls)
     return spec.compile()
 
 
