@@ -37,6 +37,37 @@ def test_model_has_twelve_torque_limited_hinges_and_four_contact_spheres_per_foo
     assert m.body_mass[ix.body_ids[0]].sum() == pytest.approx(desc.total_mass_kg)
 
 
+def _contact_pairs(m, d) -> set:
+    name = lambda g: mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, g) or "floor"  # noqa: E731
+    return {tuple(sorted((name(d.contact.geom1[i]), name(d.contact.geom2[i])))) for i in range(d.ncon)}
+
+
+def test_legs_have_collision_hulls_so_one_leg_cannot_pass_through_the_other():
+    """The hulls (thigh, shank, sole; assumed sizes) touch the other leg's hulls only: legs rolled inward
+    collide, the standing pose has no hull contact, and a robot sunk into the floor has no hull-floor contact
+    (the feet touch the floor through their four spheres alone)."""
+    desc = load_description()
+    for hulls in (True, False):
+        m = build_model(1, desc, leg_hulls=hulls)
+        d = mujoco.MjData(m)
+        q = np.r_[0.0, 0.0, standing_height_m() + 0.002, 1.0, 0.0, 0.0, 0.0, desc.default_pose]
+        d.qpos[:] = q
+        mujoco.mj_forward(m, d)
+        assert not any("hull" in a + b for a, b in _contact_pairs(m, d))           # standing: none
+        d.qpos[7 + 1], d.qpos[7 + 7] = -0.5, 0.5                                     # both hip rolls inward
+        mujoco.mj_forward(m, d)
+        pairs = _contact_pairs(m, d)
+        crossing = {p for p in pairs if "left" in p[0] + p[1] and "right" in p[0] + p[1]}
+        assert bool(crossing) == hulls and all("hull" in a and "hull" in b for a, b in crossing)
+        d.qpos[:] = q
+        d.qpos[2] = 0.3                                                              # sunk into the floor
+        mujoco.mj_forward(m, d)
+        assert not any("hull" in a + b and "floor" in a + b for a, b in _contact_pairs(m, d))
+    m = build_model(1, desc)
+    names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, g) or "" for g in range(m.ngeom)]
+    assert sum("hull" in n for n in names) == 6                                     # thigh, shank, sole per leg
+
+
 def _hold_default_pose(gain_scale, seconds=5.0):
     """PD (500 Hz, torque-limited) toward the default pose; returns (fell_at_s or None, final qpos)."""
     desc = load_description()
