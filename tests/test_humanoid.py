@@ -769,15 +769,26 @@ def test_early_touchdown_forces_the_knees_only_while_the_lift_rises(tmp_path):
         HumanoidPPOConfig(gait_reference=0.3, early_touchdown=True).validate()
 
 
+def _export_and_compare(res, env, obs, path):
+    """Save + export ``res``; the artifact through PolicyRuntime must equal the reloaded torch policy. Returns
+    the contract."""
+    from policies.humanoid_ppo import export_humanoid, load_checkpoint, save_checkpoint, torch_act_fn
+    from policies.runtime import PolicyRuntime
+    ck = save_checkpoint(res, path.with_suffix(".pt"))
+    contract = export_humanoid(ck, path.with_suffix(".onnx"))
+    rt = PolicyRuntime(path.with_suffix(".onnx"), robot="g1_12dof", num_envs=env.num_envs)
+    np.testing.assert_allclose(rt.act_batch(env.split_obs(obs)), torch_act_fn(load_checkpoint(ck)[0])(obs, env),
+                               atol=1e-4)
+    return contract
+
+
 def test_side_step_lifts_the_leg_on_the_side_the_body_moves_to_and_lowers_the_other(tmp_path):
     """--side-step V0: with the estimator pinned to a sideways velocity, the reference lifts the leg on that
     side whatever the gait clock says and lowers the other (gate g from 0 at V0 to 1 at 2 V0); the knee floor
     of --force-step keeps only the lowering; placement weights the gated leg as at touchdown; in the graph."""
     pytest.importorskip("torch")
     import torch
-    from policies.humanoid_ppo import (HumanoidPPOConfig, export_humanoid, load_checkpoint, save_checkpoint,
-                                       torch_act_fn, train)
-    from policies.runtime import PolicyRuntime
+    from policies.humanoid_ppo import HumanoidPPOConfig, train
     cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
                             critic_hidden=(32, 32), gait_reference=0.3, estimator=True, placement_gain=0.4,
                             force_step=True, side_step=0.3)
@@ -809,12 +820,7 @@ def test_side_step_lifts_the_leg_on_the_side_the_body_moves_to_and_lowers_the_ot
         assert lift_l == 0 or out[3] < ref[3] - 1.0                      # ... so the side step itself is not forced
         if vy == 0.8:                                                    # gated left leg: full outward roll
             np.testing.assert_allclose(place[1], 0.4 * 0.8 / 0.25, atol=1e-5)
-    ck = save_checkpoint(res, tmp_path / "s.pt")
-    contract = export_humanoid(ck, tmp_path / "s.onnx")
-    assert contract.extra["side_step_m_s"] == 0.3
-    res2, _ = load_checkpoint(ck)
-    rt = PolicyRuntime(tmp_path / "s.onnx", robot="g1_12dof", num_envs=1)
-    np.testing.assert_allclose(rt.act_batch(env.split_obs(obs)), torch_act_fn(res2)(obs, env), atol=1e-4)
+    assert _export_and_compare(res, env, obs, tmp_path / "s").extra["side_step_m_s"] == 0.3
     with pytest.raises(Exception, match="side_step"):
         HumanoidPPOConfig(gait_reference=0.3, side_step=0.3).validate()              # no estimator
     with pytest.raises(Exception, match="side_step"):
@@ -927,8 +933,7 @@ def test_foot_placement_prior_swings_the_feet_toward_the_estimated_velocity(tmp_
     pytest.importorskip("torch")
     import torch
 
-    from policies.humanoid_ppo import HumanoidPPOConfig, export_humanoid, load_checkpoint, save_checkpoint, train
-    from policies.runtime import PolicyRuntime
+    from policies.humanoid_ppo import HumanoidPPOConfig, train
     cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
                             critic_hidden=(32, 32), gait_reference=0.3, estimator=True, placement_gain=0.4)
     res = train(cfg, log=lambda line: None)
@@ -952,13 +957,8 @@ def test_foot_placement_prior_swings_the_feet_toward_the_estimated_velocity(tmp_
         np.testing.assert_allclose(place[:, 7], -0.4 * max(-v[1], 0) * w_right, atol=1e-6)
         assert np.all(place[:, [2, 3, 4, 5, 8, 9, 10, 11]] == 0)
     assert np.abs(place).max() > 0.01
-    ck = save_checkpoint(res, tmp_path / "p.pt")
-    contract = export_humanoid(ck, tmp_path / "p.onnx")
+    contract = _export_and_compare(res, env, obs, tmp_path / "p")
     assert contract.extra["placement_gain_rad_per_m_s"] == 0.4 and contract.extra["velocity_estimator"]
-    res2, _ = load_checkpoint(ck)
-    from policies.humanoid_ppo import torch_act_fn
-    rt = PolicyRuntime(tmp_path / "p.onnx", robot="g1_12dof", num_envs=2)
-    np.testing.assert_allclose(rt.act_batch(env.split_obs(obs)), torch_act_fn(res2)(obs, env), atol=1e-4)
     with pytest.raises(Exception, match="placement_gain"):
         HumanoidPPOConfig(gait_reference=0.3, placement_gain=0.4).validate()        # no estimator
     with pytest.raises(Exception, match="placement_gain"):

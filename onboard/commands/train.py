@@ -18,7 +18,7 @@ HELP = ("Train a policy: diffusion on a LeRobot v3 dataset, or PPO for the quadr
         "hover|track [--residual]), the VLA (--policy vla --data DIR [--minutes M]), or the G1 legs "
         "(--policy humanoid --task stand|walk); writes checkpoint.pt and training_curve.png.")
 POLICIES = ("diffusion", "ppo", "residual", "vla", "humanoid")
-HUMANOID_RECIPES = {    # extra options for policies.humanoid_ppo; push-recovery at pushes <= 1.0 m/s: 64%, 66% (seeds 0, 1)
+HUMANOID_RECIPES = {    # extra options for policies.humanoid_ppo; push-recovery at pushes <= 1.0 m/s, leg hulls on: 56% (seed 0)
     "basic": [],
     "push-recovery": ["--step-in-place", "--gait-reference", "0.3", "--force-step", "--symmetry", "--estimator",
                       "--placement-gain", "0.4", "--gantry-starts", "0.3", "--workers", "2"],
