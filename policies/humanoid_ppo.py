@@ -266,12 +266,17 @@ class GaitReferenceActor(nn.Module):
         return torch.maximum(clock, g) * keep, clock * keep
 
     def reference(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        return self._reference(x, v)[0]
+
+    def _reference(self, x: torch.Tensor, v: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reference (B, 12), knee floor (B, 2)), the lifts computed once for both."""
         if self.side_step > 0 and v is None:
             v = self.estimator(x)
-        ref = self.lifts(x, v)[0] @ self.pattern
+        lift, floor = self.lifts(x, v)
+        ref = lift @ self.pattern
         if self.placement_gain > 0:
-            return ref + self.placement(x, v)
-        return ref
+            ref = ref + self.placement(x, v)
+        return ref, floor @ self.pattern[:, KNEES]
 
     def placement(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 12) the foot-placement term [action units] from the detached velocity estimate ``v``
@@ -299,15 +304,9 @@ class GaitReferenceActor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v = self.estimator(x) if hasattr(self, "estimator") else None
-        if v is not None:
-            ref, out = self.reference(x, v), self.net(x, v)
-        else:
-            ref, out = self.reference(x), self.net(x)
-        out = out + ref
+        ref, floor = self._reference(x, v)
+        out = (self.net(x, v) if v is not None else self.net(x)) + ref
         if self.force_step:   # the knees may flex more than the reference, never less: the step cannot be undone
-            floor = ref[..., KNEES]
-            if self.side_step > 0:
-                floor = self.lifts(x, v)[1] @ self.pattern[:, KNEES]
             knees = torch.maximum(out[..., KNEES], floor)
             if self.early_touchdown:   # ... only while the lift rises: after its top the foot may land early
                 knees = torch.where(self.lift_rising(x), knees, out[..., KNEES])
