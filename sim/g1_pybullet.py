@@ -23,6 +23,9 @@ Differences from the MuJoCo model, by necessity:
   without pushes (a 2 kHz PD kept it stable, but not on its feet).
 - Contact is PyBullet's (the same 5 mm foot spheres, friction 1.0), and its
   default link damping (0.04) is set to zero: MuJoCo has none.
+- The leg collision hulls (``LEG_HULLS``, on by default as in MuJoCo) collide
+  leg against leg through PyBullet's per-link self-collision filter
+  (``load_g1``); the sole box shares its link's floor contact (see there).
 
 Imports numpy, pybullet and sim. Never sim2real or policies.
 """
@@ -37,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.g1_model import load_description, quat_rotate_inverse, rpy_from_quat, standing_height_m
+from sim.g1_model import LEG_HULLS, load_description, quat_rotate_inverse, rpy_from_quat, standing_height_m
 from sim.g1_urdf import link_inertia, principal_axes, write_g1_urdf
 from sim.humanoid_env import (ACTION_SCALE, EPISODE_S, FALL_HEIGHT_M, FALL_TILT_RAD, FRAME_DIM, build_frame,
                               history_layout)
@@ -60,19 +63,48 @@ def _quiet_stdout():
         os.close(saved)
 
 
-def load_g1(pb, client: int, urdf: Path, base_pos, desc=None, fixed_base: bool = False) -> int:
+def hull_links(pb, client: int, robot: int) -> dict:
+    """{"left": [link indices], "right": [...]}: the links that carry a leg collision hull (LEG_HULLS)."""
+    out = {"left": [], "right": []}
+    for j in range(pb.getNumJoints(robot, physicsClientId=client)):
+        link = pb.getJointInfo(robot, j, physicsClientId=client)[12].decode()
+        if any(link.endswith(k) for k in LEG_HULLS):
+            out["left" if link.startswith("left_") else "right"].append(j)
+    return out
+
+
+def load_g1(pb, client: int, urdf: Path, base_pos, desc=None, fixed_base: bool = False,
+            leg_hulls: bool = False, floor: int | None = None) -> int:
     """Load a URDF written with ``fold_armature=True`` and set the folded principal moments again: PyBullet's
     loader zeroes the ones that break the rigid-body triangle inequality (a rotor inertia may), its
-    forward dynamics takes them. Returns the body id."""
+    forward dynamics takes them. Returns the body id.
+
+    ``leg_hulls`` (a URDF written with them): self-collision on, but only between a hull link of one leg and
+    a hull link of the other, as in the MuJoCo twin; the thigh and shank links never touch ``floor``.
+    PyBullet filters per link, not per shape, so the sole box shares its link's floor contact with the
+    foot spheres; it sits 3 mm above their lowest point and reaches the floor first only past about 50
+    degrees of foot tilt."""
     desc = desc or load_description()
+    flags = pb.URDF_USE_INERTIA_FROM_FILE | (pb.URDF_USE_SELF_COLLISION if leg_hulls else 0)
     with _quiet_stdout():       # the loader's warnings about those moments are C writes to stdout
-        robot = pb.loadURDF(str(urdf), list(base_pos), useFixedBase=fixed_base,
-                            flags=pb.URDF_USE_INERTIA_FROM_FILE, physicsClientId=client)
+        robot = pb.loadURDF(str(urdf), list(base_pos), useFixedBase=fixed_base, flags=flags, physicsClientId=client)
     bodies = {b.name: b for b in desc.bodies}
-    for j in range(pb.getNumJoints(robot, physicsClientId=client)):
+    n = pb.getNumJoints(robot, physicsClientId=client)
+    for j in range(n):
         link = pb.getJointInfo(robot, j, physicsClientId=client)[12].decode()
         _, moments = principal_axes(link_inertia(desc, bodies[link], fold_armature=True))
         pb.changeDynamics(robot, j, localInertiaDiagonal=moments.tolist(), physicsClientId=client)
+    if leg_hulls:
+        legs = hull_links(pb, client, robot)
+        pairs = {(a, b) for a in legs["left"] for b in legs["right"]}
+        for a in range(-1, n):
+            for b in range(a + 1, n):
+                if (a, b) not in pairs and (b, a) not in pairs:
+                    pb.setCollisionFilterPair(robot, robot, a, b, 0, physicsClientId=client)
+        if floor is not None:
+            for j in legs["left"] + legs["right"]:
+                if not bodies[pb.getJointInfo(robot, j, physicsClientId=client)[12].decode()].geoms:
+                    pb.setCollisionFilterPair(floor, robot, -1, j, 0, physicsClientId=client)
     return robot
 
 
@@ -80,7 +112,7 @@ class G1PyBulletEnv:
     num_envs = 1
 
     def __init__(self, seed: int = 0, history: int = 5, episode_s: float = EPISODE_S, pushes: bool = True,
-                 task: str = "stand"):
+                 task: str = "stand", leg_hulls: bool = True):
         import pybullet as pb
         self.pb = pb
         self.desc = load_description()
@@ -100,7 +132,9 @@ class G1PyBulletEnv:
             self.push_interval_s = cfg.get("pushes", "interval_s")
             self.push_max_vel = float(cfg.get("pushes", "max_vel_m_s", 0.0))
         self._tmp = tempfile.TemporaryDirectory()
-        self.urdf = write_g1_urdf(Path(self._tmp.name) / "g1_12dof.urdf", self.desc, fold_armature=True)
+        self.leg_hulls = bool(leg_hulls)
+        self.urdf = write_g1_urdf(Path(self._tmp.name) / "g1_12dof.urdf", self.desc, fold_armature=True,
+                                  leg_hulls=self.leg_hulls)
         self.client = pb.connect(pb.DIRECT)
         self.rng = np.random.default_rng([seed, 0xB0])
         self._build()
@@ -125,7 +159,8 @@ class G1PyBulletEnv:
         plane = pb.createCollisionShape(pb.GEOM_PLANE, physicsClientId=c)
         self.floor = pb.createMultiBody(0, plane, physicsClientId=c)
         pb.changeDynamics(self.floor, -1, lateralFriction=1.0, physicsClientId=c)
-        self.robot = load_g1(pb, c, self.urdf, [0, 0, standing_height_m() + 0.002], self.desc)
+        self.robot = load_g1(pb, c, self.urdf, [0, 0, standing_height_m() + 0.002], self.desc,
+                             leg_hulls=self.leg_hulls, floor=self.floor)
         for j in range(-1, 12):
             pb.changeDynamics(self.robot, j, lateralFriction=1.0, linearDamping=0.0, angularDamping=0.0,
                               physicsClientId=c)

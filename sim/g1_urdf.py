@@ -5,7 +5,8 @@ Owns ``g1_urdf(desc) -> str`` and ``write_g1_urdf(path)``: one link per body
 principal frame, so that URDF's rpy-less form says exactly what MuJoCo's
 ``iquat`` says), one revolute joint per hinge (axis, range, torque limit;
 velocity limits from the robot profile), the pelvis cylinders and the foot
-contact spheres as collision + visual primitives. PyBullet loads it as a
+contact spheres as collision + visual primitives, and optionally the leg
+collision hulls of ``sim.g1_model.LEG_HULLS`` (``leg_hulls=True``). PyBullet loads it as a
 floating-base robot; ``sim.g1_model`` builds the MuJoCo twin from the same
 ``G1Description``.
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.g1_model import G1Description, load_description
+from sim.g1_model import LEG_HULLS, G1Description, load_description
 
 # URDF <limit velocity>: the robot profile's figures (public G1 URDF), by joint kind.
 VELOCITY_LIMIT_RAD_S = {"hip_pitch": 32.0, "hip_roll": 20.0, "hip_yaw": 32.0, "knee": 20.0,
@@ -75,6 +76,28 @@ def _geom_xml(g: dict) -> str:
             f"    <collision>{origin}<geometry>{shape}</geometry></collision>\n")
 
 
+def _hull_xml(desc: G1Description, body) -> str:
+    """The leg collision hull of ``body`` (``sim.g1_model.LEG_HULLS``, same shapes and sizes as the MuJoCo
+    twin) as a collision-only element, or "" when the link has none. A capsule runs from the link origin to
+    its child's joint: URDF capsules lie along the z axis of their origin, ``length`` is the cylinder part."""
+    key = next((k for k in LEG_HULLS if body.name.endswith(k)), None)
+    if key is None:
+        return ""
+    kind = LEG_HULLS[key]
+    if kind[0] == "capsule":
+        d = next(c for c in desc.bodies if c.parent == body.name).pos
+        z = d / np.linalg.norm(d)
+        x = np.cross([0.0, 1.0, 0.0], z)
+        x /= np.linalg.norm(x)
+        R = np.column_stack([x, np.cross(z, x), z])
+        origin = f'<origin xyz="{_f(d / 2)}" rpy="{_f(matrix_to_rpy(R))}"/>'
+        shape = f'<capsule radius="{_f(kind[1])}" length="{_f(np.linalg.norm(d))}"/>'
+    else:
+        origin = f'<origin xyz="{_f(kind[2])}" rpy="0 0 0"/>'
+        shape = f'<box size="{_f(2 * np.asarray(kind[1]))}"/>'
+    return f"    <collision>{origin}<geometry>{shape}</geometry></collision>\n"
+
+
 def link_inertia(desc: G1Description, body, fold_armature: bool = False) -> np.ndarray:
     """(3, 3) inertia tensor about the CoM in the link frame; plus ``armature * a a^T`` about the joint axis
     ``a`` (the joint frame is the child link's frame) with ``fold_armature``."""
@@ -94,7 +117,10 @@ def principal_axes(inertia) -> tuple[np.ndarray, np.ndarray]:
     return R, moments
 
 
-def g1_urdf(desc: G1Description | None = None, name: str = "g1_12dof", fold_armature: bool = False) -> str:
+def g1_urdf(desc: G1Description | None = None, name: str = "g1_12dof", fold_armature: bool = False,
+            leg_hulls: bool = False) -> str:
+    """``leg_hulls``: add the leg collision hulls (collision only; a loader must keep them off the floor and
+    their own leg, as ``sim.g1_pybullet.load_g1`` does)."""
     desc = desc or load_description()
     out = ['<?xml version="1.0"?>', f'<robot name="{name}">']
     for b in desc.bodies:
@@ -109,7 +135,7 @@ def g1_urdf(desc: G1Description | None = None, name: str = "g1_12dof", fold_arma
         out.append(f'    <inertial><origin xyz="{_f(b.com_m)}" rpy="{_f(rpy)}"/><mass value="{_f(b.mass_kg)}"/>'
                    f'<inertia ixx="{_f(inertia[0, 0])}" ixy="{_f(inertia[0, 1])}" ixz="{_f(inertia[0, 2])}" '
                    f'iyy="{_f(inertia[1, 1])}" iyz="{_f(inertia[1, 2])}" izz="{_f(inertia[2, 2])}"/></inertial>')
-        out.append("".join(_geom_xml(g) for g in b.geoms).rstrip("\n"))
+        out.append(("".join(_geom_xml(g) for g in b.geoms) + (_hull_xml(desc, b) if leg_hulls else "")).rstrip("\n"))
         out.append("  </link>")
         if b.joint is None:
             continue
@@ -124,12 +150,13 @@ def g1_urdf(desc: G1Description | None = None, name: str = "g1_12dof", fold_arma
     return "\n".join(line for line in out if line) + "\n"
 
 
-def write_g1_urdf(path: str | Path, desc: G1Description | None = None, fold_armature: bool = False) -> Path:
+def write_g1_urdf(path: str | Path, desc: G1Description | None = None, fold_armature: bool = False,
+                  leg_hulls: bool = False) -> Path:
     """Write the URDF atomically (temp file + rename); ``fold_armature``: see the module docstring."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".urdf.tmp")
     with os.fdopen(fd, "w") as f:
-        f.write(g1_urdf(desc, fold_armature=fold_armature))
+        f.write(g1_urdf(desc, fold_armature=fold_armature, leg_hulls=leg_hulls))
     os.replace(tmp, path)
     return path
