@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -92,6 +93,7 @@ class HumanoidPPOConfig:
     early_touchdown: bool = False        # with force_step: force only the rising half of each swing (land early)
     side_step: float = 0.0               # > 0: V0 [m/s]; a body moving sideways faster than V0 lifts the leg on that side
     gantry_starts: float = 0.0           # fraction of episodes that start on the gantry (sim.humanoid_env.GANTRY_S), 0 = off
+    physics_dt_s: float = 0.002          # training sim's physics + PD step; evaluation always runs the 2 ms reference
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -126,6 +128,10 @@ class HumanoidPPOConfig:
         if not 0.0 <= self.gantry_starts <= 1.0:
             raise OnboardError(f"gantry_starts {self.gantry_starts} outside [0, 1]", field="gantry_starts",
                                fix="pass --gantry-starts as a fraction of episodes, e.g. 0.3")
+        sub = 0.02 / self.physics_dt_s if self.physics_dt_s > 0 else 0.0
+        if not 0.0005 <= self.physics_dt_s <= 0.01 or abs(sub - round(sub)) > 1e-6:
+            raise OnboardError(f"physics_dt_s {self.physics_dt_s} does not divide the 20 ms policy step",
+                               field="physics_dt_s", fix="pass --physics-dt 0.002 (reference), 0.004 or 0.005")
         if not 0.0 <= self.placement_gain <= 1.0:
             raise OnboardError(f"placement_gain {self.placement_gain} outside [0, 1] rad per m/s",
                                field="placement_gain", fix="pass --placement-gain between 0 (off) and about 0.4")
@@ -459,7 +465,7 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
     dr = (cfg.dr_config or True) if cfg.dr else False
     kw = dict(task=cfg.task, dr=dr, seed=cfg.seed, history=cfg.history, step_in_place=cfg.step_in_place,
               gait_reference=cfg.gait_reference if cfg.reference_reward else 0.0, capture_reward=cfg.capture_reward,
-              gantry_starts=cfg.gantry_starts)
+              gantry_starts=cfg.gantry_starts, physics_dt_s=cfg.physics_dt_s)
     env = (ShardedHumanoidEnv(cfg.num_envs, shards=cfg.workers, **kw) if cfg.workers > 1
            else HumanoidVecEnv(cfg.num_envs, **kw))
     try:
@@ -946,6 +952,10 @@ def main(argv=None) -> int:
                     help="this fraction of training episodes starts with the pelvis held for 0-1.5 s while the "
                          "policy acts, then let go, as when humanoid_sim_node's gantry releases a robot whose "
                          "policy is already ACTIVE (about 0.3)")
+    ap.add_argument("--physics-dt", type=float, default=HumanoidPPOConfig.physics_dt_s, metavar="S",
+                    help="the training sim's physics and PD step (0.002 = the reference sim; 0.005 = legged_gym's "
+                         "200 Hz, about 1.6x the env steps per second). Evaluation always runs at 0.002, so the "
+                         "figures include the transfer")
     ap.add_argument("--ent-coef", type=float, default=HumanoidPPOConfig.ent_coef,
                     help="entropy bonus (0: let the exploration noise shrink as the policy firms up)")
     ap.add_argument("--dr-config", default="", help="training DR YAML (default: the task's; evaluation always "
@@ -965,7 +975,8 @@ def main(argv=None) -> int:
                                 force_step=a.force_step, ent_coef=a.ent_coef, early_touchdown=a.early_touchdown,
                                 update_threads=a.update_threads, side_step=a.side_step,
                                 capture_reward=a.capture_reward, estimator=a.estimator,
-                                placement_gain=a.placement_gain, gantry_starts=a.gantry_starts)
+                                placement_gain=a.placement_gain, gantry_starts=a.gantry_starts,
+                                physics_dt_s=a.physics_dt)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         export_humanoid(ck, f"{a.out}.onnx")
@@ -978,4 +989,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except OnboardError as exc:          # bad options: the error names the field and the fix; exit 2
+        print(f"policies.humanoid_ppo: error: {exc}", file=sys.stderr)
+        raise SystemExit(2)

@@ -189,14 +189,22 @@ class HumanoidVecEnv:
     def __init__(self, num_envs: int = 1, task: str = "stand", dr=False, seed: int = 0, history: int = 5,
                  episode_s: float = EPISODE_S, reward_scales: dict | None = None, step_in_place: bool = False,
                  gait_reference: float = 0.0, capture_reward: float = 0.0, gantry_starts: float = 0.0,
-                 gantry_s: tuple = GANTRY_S):
+                 gantry_s: tuple = GANTRY_S, physics_dt_s: float = PHYSICS_DT_S):
         if task not in TASKS:
             raise ConfigError(f"unknown humanoid task '{task}'", field="task", fix=f"use one of {list(TASKS)}")
         if int(history) < 1:
             raise ConfigError(f"history {history} < 1", field="history", fix="use 1 or more frames")
+        # physics_dt_s: the physics and PD step. 2 ms is the reference sim (evaluation, sim2sim, the robot
+        # nodes); a coarser step (4 or 5 ms, legged_gym's 200 Hz) is a cheaper training sim, a divisor of 20 ms.
+        substeps = POLICY_DT_S / float(physics_dt_s)
+        if not 0.0005 <= float(physics_dt_s) <= 0.01 or abs(substeps - round(substeps)) > 1e-6:
+            raise ConfigError(f"physics_dt_s {physics_dt_s} does not divide the {POLICY_DT_S * 1e3:.0f} ms policy step",
+                              field="physics_dt_s", fix="use 0.002 (reference), 0.004 or 0.005")
         self.num_envs, self.task, self.history = int(num_envs), task, int(history)
+        self.physics_dt_s = float(physics_dt_s)
         self.desc = load_description()
         self.model = build_model(self.num_envs, self.desc)
+        self.model.opt.timestep = self.physics_dt_s
         self.data = mujoco.MjData(self.model)
         self.ix = RobotIndex.of(self.model, self.num_envs, self.desc)
         n, m = self.num_envs, self.model
@@ -208,7 +216,7 @@ class HumanoidVecEnv:
         self.qvel = self.data.qvel.reshape(n, nv)
         self.qacc = self.data.qacc.reshape(n, nv)
         self.ctrl = self.data.ctrl.reshape(n, 12)
-        self.substeps = int(round(POLICY_DT_S / PHYSICS_DT_S))
+        self.substeps = int(round(substeps))
         self.dt_s = POLICY_DT_S
         self.max_steps = int(round(episode_s / self.dt_s))
         self.default_pose = self.desc.default_pose.copy()
@@ -353,7 +361,7 @@ class HumanoidVecEnv:
         self.push_max_vel[i] = push_max_vel_m_s or 0.0
         if max(self.action_delay_steps[i], self.obs_delay_steps[i]) >= FIFO_LEN:
             raise ConfigError(f"delay above {FIFO_LEN - 1} physics steps", field="latency",
-                              fix=f"keep delays under {(FIFO_LEN - 1) * PHYSICS_DT_S * 1e3:.0f} ms")
+                              fix=f"keep delays under {(FIFO_LEN - 1) * self.physics_dt_s * 1e3:.0f} ms")
 
     # ---- reset --------------------------------------------------------------------------------
     def _seed_all(self, seed: int) -> None:

@@ -8,8 +8,8 @@ per-episode draw. Each episode draws, per robot, in a fixed order:
   offset [m] per axis, a mass scale per link;
 - pd: a kp and a kd scale per joint, a joint zero offset per joint [rad] (the
   encoders read ``q + offset``: the PD and the observation both see it);
-- latency: action and observation delays in ms, rounded to whole 2 ms physics
-  steps and realised by FIFOs in ``sim.humanoid_env`` (true delays, never
+- latency: action and observation delays in ms, rounded to whole physics
+  steps (2 ms in the reference sim, the env's ``physics_dt_s``) and realised by FIFOs in ``sim.humanoid_env`` (true delays, never
   low-pass filters);
 - observation_noise: Gaussian stds of the gyro, projected gravity, joint
   position and joint velocity readings (per sample);
@@ -109,7 +109,7 @@ class HumanoidDomainRandomizer:
         self.cfg = cfg
 
     def new_episode(self, env, i: int, rng: np.random.Generator) -> HumanoidDraw:
-        d = draw(self.cfg, rng)
+        d = draw(self.cfg, rng, physics_dt_s=getattr(env, "physics_dt_s", 0.002))
         env.set_episode_params(i, friction=d.friction, added_mass_kg=d.added_base_mass_kg,
                                com_offset_m=d.com_offset_m, link_mass_scale=d.link_mass_scale,
                                kp_scale=d.kp_scale, kd_scale=d.kd_scale, joint_offset_rad=d.joint_offset_rad,

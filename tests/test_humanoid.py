@@ -124,6 +124,63 @@ def test_urdf_loads_in_pybullet_with_the_same_joints_and_mass(tmp_path):
 
 
 
+def test_pybullet_twin_has_the_same_leg_hulls_as_mujoco():
+    """The twin's leg hulls (URDF collision shapes, self-collision filtered per link pair) are MuJoCo's: the
+    same leg-leg penetration depth as the legs roll or yaw into each other (first centimetres of overlap: deep
+    overlaps, which the contact forces never allow, are reported differently), none standing, none without
+    hulls, and a robot sunk into the floor touches it with its feet only."""
+    pb = pytest.importorskip("pybullet")
+    from sim.g1_pybullet import G1PyBulletEnv
+    desc = load_description()
+    m = build_model(1, desc)
+    d = mujoco.MjData(m)
+    name = lambda g: mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, g) or ""  # noqa: E731
+
+    def depth_mujoco(q):
+        d.qpos[:] = np.r_[0, 0, 1.0, 1, 0, 0, 0, q]
+        mujoco.mj_forward(m, d)
+        return min([d.contact.dist[i] for i in range(d.ncon)
+                    if "hull" in name(d.contact.geom1[i]) and "hull" in name(d.contact.geom2[i])], default=0.0)
+
+    for hulls in (True, False):
+        env = G1PyBulletEnv(pushes=False, leg_hulls=hulls)
+        try:
+            env.reset()
+            c, r = env.client, env.robot
+
+            def depth_pybullet(q):
+                for j in range(12):
+                    pb.resetJointState(r, j, q[j], 0.0, physicsClientId=c)
+                pb.performCollisionDetection(physicsClientId=c)
+                cps = [p for p in pb.getContactPoints(r, r, physicsClientId=c)]
+                assert all(min(p[3], p[4]) >= 0 and (p[3] < 6) != (p[4] < 6) for p in cps)   # leg against leg
+                return min([p[8] for p in cps], default=0.0)
+
+            assert depth_pybullet(desc.default_pose) == 0.0
+            depths = []
+            for joints, signs, angles in (((1, 7), (-1, 1), (0.15, 0.2)), ((2, 8), (1, -1), (0.35, 0.4, 0.45))):
+                for a in angles:                                                  # hip roll, hip yaw inward
+                    q = desc.default_pose.copy()
+                    q[list(joints)] += a * np.array(signs)
+                    depths.append((depth_pybullet(q), depth_mujoco(q)))
+            depths = np.array(depths)
+            if hulls:
+                assert (depths[:, 0] < -0.02).sum() >= 4
+                assert np.allclose(depths[:, 0], depths[:, 1], atol=1e-3)
+            else:
+                assert np.all(depths[:, 0] == 0.0)
+            for j in range(12):
+                pb.resetJointState(r, j, desc.default_pose[j], 0.0, physicsClientId=c)
+            pos, orn = pb.getBasePositionAndOrientation(r, physicsClientId=c)
+            pb.resetBasePositionAndOrientation(r, [pos[0], pos[1], pos[2] - 0.45], orn, physicsClientId=c)
+            pb.performCollisionDetection(physicsClientId=c)
+            links = {pb.getJointInfo(r, p[4], physicsClientId=c)[12].decode() if p[4] >= 0 else "pelvis"
+                     for p in pb.getContactPoints(env.floor, r, physicsClientId=c)}
+            assert links == {"left_ankle_roll_link", "right_ankle_roll_link"}
+        finally:
+            env.close()
+
+
 def _pybullet_inverse_inertia(fold: bool, q: np.ndarray, tmp_path) -> np.ndarray:
     """(12, 12) M^-1 of the fixed-base legs measured by PyBullet's forward dynamics: a unit torque on one
     joint from rest, no gravity, one step, dq / dt."""
@@ -268,6 +325,33 @@ def test_action_delay_is_a_true_delay_not_a_filter():
     assert env.tau[1, 3] > 20
 
 
+
+def test_coarser_training_physics_step_keeps_delays_in_ms_and_rejects_non_divisors():
+    """--physics-dt: a 5 ms training sim steps 4 times per 20 ms policy step, draws the same delays in ms
+    (whole 5 ms steps instead of 2 ms ones), lets the same unactuated-policy robots fall at the same times as
+    the 2 ms reference (within 3 policy steps), and a step that does not divide 20 ms is refused with the
+    field and the fix."""
+    cfg = load_humanoid_dr_config(task="stand")
+    falls = {}
+    for dt in (0.002, 0.005):
+        env = HumanoidVecEnv(8, task="stand", dr=True, seed=3, physics_dt_s=dt)
+        env.reset(seed=3)
+        assert env.substeps == round(0.02 / dt) and env.model.opt.timestep == pytest.approx(dt)
+        ms = np.concatenate([env.action_delay_steps, env.obs_delay_steps]) * dt * 1e3
+        assert ms.min() >= 0 and ms.max() <= cfg.get("latency", "action_delay_ms")[1] + dt * 1e3 / 2
+        if dt == 0.005:
+            assert np.ptp(ms) > 0 and set(np.round(ms)) <= {0.0, 5.0, 10.0}
+        env = HumanoidVecEnv(8, task="stand", dr=False, seed=3, physics_dt_s=dt)
+        env.reset(seed=3)
+        falls[dt] = np.full(8, -1.0)
+        for k in range(100):                       # zero action: the default-pose targets, no balance
+            _, _, term, _, _ = env.step(np.zeros((8, 12)))
+            falls[dt][(falls[dt] < 0) & term] = k * 0.02
+    assert np.all(falls[0.002] > 0.5) and np.all(np.abs(falls[0.005] - falls[0.002]) <= 0.06), falls
+    with pytest.raises(ConfigError) as e:
+        HumanoidVecEnv(1, physics_dt_s=0.003)
+    assert e.value.field == "physics_dt_s" and "0.005" in e.value.fix
+
 # ------------------------------------------------------------------ state machine
 def _state(q=None, rpy=(0.0, 0.0, 0.0)):
     prof = load_robot("g1_12dof")
@@ -365,8 +449,7 @@ def test_supervisor_stands_the_simulated_robot_and_damps_after_a_violent_push():
 
 # ------------------------------------------------------------------ train -> export -> evaluate
 def test_tiny_ppo_train_export_and_evaluate_through_the_runtime_and_safety_filter(tmp_path):
-    torch = pytest.importorskip("torch")
-    from onboard.spec import CONTRACT_KEY  # noqa: F401  (the contract travels in the ONNX metadata)
+    pytest.importorskip("torch")
     from policies.humanoid_ppo import (HumanoidPPOConfig, evaluate, export_humanoid, runtime_act_fn,
                                        save_checkpoint, torch_act_fn, train)
     from policies.runtime import PolicyRuntime
@@ -489,6 +572,18 @@ def test_training_stream_limits_match_the_deployed_safety_filter_command_for_com
         want = filt.filter(cmd, k * 0.02, st)
         got = lim(np.stack([cmd, cmd]))
         assert np.allclose(got[0], want, atol=1e-12) and np.allclose(got[1], want, atol=1e-12)
+
+
+def test_trainer_module_refuses_a_bad_physics_step_with_exit_2_and_writes_nothing(tmp_path):
+    import os
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "policies.humanoid_ppo", "--physics-dt", "0.003", "--out",
+                        str(tmp_path / "g1" / "policy"), "--eval-episodes", "0"], capture_output=True, text=True,
+                       env=dict(os.environ, ORT_DISABLE_TELEMETRY="1"), timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "physics_dt_s" in r.stderr and "--physics-dt 0.002" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "g1").exists()
 
 
 def test_cli_trains_exports_and_evaluates_the_g1_legs(tmp_path, capsys):
