@@ -39,7 +39,8 @@ import torch.nn as nn
 from onboard.errors import OnboardError
 from policies.ppo import Rollout, RunningMeanStd, mlp, ppo_update
 from sim.humanoid_env import (ACTION_CLIP, ACTION_SCALE, FRAME_DIM, GAIT_LIFT_PATTERN, JOINT_MIRROR, KNEES, OBS_SPEC,
-                              PRIVILEGED_SPEC, HumanoidVecEnv, ShardedHumanoidEnv, actor_mirror, history_layout)
+                              PRIVILEGED_SPEC, HumanoidVecEnv, ShardedHumanoidEnv, actor_mirror, clock_rate,
+                              history_layout)
 
 EXPORT_ACTION_BOUND = 4.0      # |a| <= 4: PD target within 1 rad of the default pose (the artifact's range)
 
@@ -94,6 +95,7 @@ class HumanoidPPOConfig:
     side_step: float = 0.0               # > 0: V0 [m/s]; a body moving sideways faster than V0 lifts the leg on that side
     gantry_starts: float = 0.0           # fraction of episodes that start on the gantry (sim.humanoid_env.GANTRY_S), 0 = off
     physics_dt_s: float = 0.002          # training sim's physics + PD step; evaluation always runs the 2 ms reference
+    clock_action: bool = False           # the policy paces the gait clock (a 13th action; not exportable yet)
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -229,7 +231,10 @@ class GaitReferenceActor(nn.Module):
         super().__init__()
         self.net, self.sin_index, self.force_step = net, int(sin_index), bool(force_step)
         self.early_touchdown, self.side_step = bool(early_touchdown), float(side_step)
-        pattern = torch.as_tensor(GAIT_LIFT_PATTERN[:, :act_dim], dtype=torch.float32)
+        self.act_dim = int(act_dim)
+        pad = np.zeros((2, act_dim))                   # a 13th (gait clock) output gets no reference
+        pad[:, :min(12, act_dim)] = GAIT_LIFT_PATTERN[:, :min(12, act_dim)]
+        pattern = torch.as_tensor(pad, dtype=torch.float32)
         self.register_buffer("pattern", pattern * float(amplitude_rad) / ACTION_SCALE)
         self.register_buffer("sin_mean", torch.zeros(()))
         self.register_buffer("sin_std", torch.ones(()))
@@ -299,7 +304,8 @@ class GaitReferenceActor(nn.Module):
         zero = torch.zeros_like(pitch)
         left = [w_left * pitch, w_left * k * torch.relu(v[..., 1:2])]
         right = [w_right * pitch, -w_right * k * torch.relu(-v[..., 1:2])]
-        return torch.cat([*left, zero, zero, zero, zero, *right, zero, zero, zero, zero], dim=-1)
+        clock = [zero] * (self.act_dim - 12)
+        return torch.cat([*left, zero, zero, zero, zero, *right, zero, zero, zero, zero, *clock], dim=-1)
 
     def lift_rising(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2) bool: the left / right leg's reference lift is rising (the first half of its swing: left
@@ -333,8 +339,10 @@ class AsymmetricActorCritic(nn.Module):
         self.actor = mlp([actor_dim + (3 if estimator else 0), *hidden, act_dim], out_gain=0.01)
         if estimator:
             self.actor = EstimatorFedNet(self.actor, self.estimator)
-        if symmetry:
-            self.actor = MirrorSymmetricNet(self.actor, history, actor_dim)
+        if symmetry:     # a gait clock output (13th) is the same for a robot and its mirror image
+            out_mirror = (JOINT_MIRROR if act_dim == 12 else
+                          (np.r_[JOINT_MIRROR[0], 12:act_dim], np.r_[JOINT_MIRROR[1], np.ones(act_dim - 12)]))
+            self.actor = MirrorSymmetricNet(self.actor, history, actor_dim, out_mirror)
         if gait_reference > 0:
             self.actor = GaitReferenceActor(self.actor, gait_sin_index(history), gait_reference, act_dim, force_step,
                                             self.estimator, placement_gain, early_touchdown, side_step)
@@ -465,7 +473,7 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
     dr = (cfg.dr_config or True) if cfg.dr else False
     kw = dict(task=cfg.task, dr=dr, seed=cfg.seed, history=cfg.history, step_in_place=cfg.step_in_place,
               gait_reference=cfg.gait_reference if cfg.reference_reward else 0.0, capture_reward=cfg.capture_reward,
-              gantry_starts=cfg.gantry_starts, physics_dt_s=cfg.physics_dt_s)
+              gantry_starts=cfg.gantry_starts, physics_dt_s=cfg.physics_dt_s, clock_action=cfg.clock_action)
     env = (ShardedHumanoidEnv(cfg.num_envs, shards=cfg.workers, **kw) if cfg.workers > 1
            else HumanoidVecEnv(cfg.num_envs, **kw))
     try:
@@ -524,8 +532,10 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
             if limiter is None:
                 obs, rew, term, trunc, info = env.step(u.numpy())
             else:   # the limits are part of the plant the policy acts on; PPO scores the sample u
-                target = env.default_pose + ACTION_SCALE * np.clip(u.numpy(), -ACTION_CLIP, ACTION_CLIP)
-                obs, rew, term, trunc, info = env.step_targets(limiter(target))
+                a = np.clip(u.numpy(), -ACTION_CLIP, ACTION_CLIP)
+                target = limiter(env.default_pose + ACTION_SCALE * a[:, :12])
+                obs, rew, term, trunc, info = (env.step_targets_clock(np.c_[target, clock_rate(a[:, 12])])
+                                               if cfg.clock_action else env.step_targets(target))
             cobs = info["critic_obs"]
             rew = rew.copy()
             if "done_idx" in info:
@@ -635,7 +645,7 @@ def load_checkpoint(path: str | Path):
     ck = torch.load(path, map_location="cpu", weights_only=False)
     c = ck["config"]
     cfg = HumanoidPPOConfig(**{**c, "hidden": tuple(c["hidden"]), "critic_hidden": tuple(c["critic_hidden"])})
-    env = HumanoidVecEnv(1, task=cfg.task, dr=False, history=cfg.history)
+    env = HumanoidVecEnv(1, task=cfg.task, dr=False, history=cfg.history, clock_action=cfg.clock_action)
     ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
                                gait_reference=cfg.gait_reference, history=cfg.history, symmetry=cfg.symmetry,
                                force_step=cfg.force_step, estimator=cfg.estimator,
@@ -715,6 +725,11 @@ def export_humanoid(checkpoint: str | Path, out: str | Path, *, safety=None, eva
     from onboard.spec import CONTRACT_KEY
     from policies.artifact import load_artifact
     res, ck = load_checkpoint(checkpoint)
+    if res.config.clock_action:
+        raise OnboardError("this policy paces its own gait clock (--clock-action), which the artifact contract and "
+                           "the runtime do not carry yet", file=str(checkpoint), field="clock_action",
+                           fix="evaluate it in torch (policies.humanoid_ppo.torch_act_fn + evaluate); train without "
+                               "--clock-action for a deployable artifact")
     contract = build_contract(res, ck, onnx_name=out.name, safety=safety, evaluation=evaluation)
     graph = _PolicyGraph(res.model.actor).eval()
     x = np.random.default_rng(0).standard_normal((2, res.model.actor_dim)).astype(np.float32)
@@ -757,11 +772,13 @@ def torch_act_fn(res: HumanoidTrainResult, num_envs: int | None = None):
                 lim.reset(reset_idx, [env.robot_state(i)["q"] for i in reset_idx])
             return None
         with torch.no_grad():
-            mu = res.model.actor(torch.as_tensor(res.norm.actor(obs))).numpy()
-        target = env.default_pose + ACTION_SCALE * np.clip(mu, -ACTION_CLIP, ACTION_CLIP)
-        return target if lim is None else lim(target)
+            mu = np.clip(res.model.actor(torch.as_tensor(res.norm.actor(obs))).numpy(), -ACTION_CLIP, ACTION_CLIP)
+        target = env.default_pose + ACTION_SCALE * mu[:, :12]
+        target = target if lim is None else lim(target)
+        return np.c_[target, clock_rate(mu[:, 12])] if res.config.clock_action else target
     if limited:
         act.state = state
+    act.clock = res.config.clock_action     # returns (n, 13): targets and the gait clock's rate
     return act
 
 
@@ -811,11 +828,16 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
     ``gantry_s`` (low, high): every episode starts on the gantry for U(low, high) s with the policy acting,
     then is let go (the deployment's start, ``humanoid_sim_node``)."""
     fell, lin_err, yaw_err, lengths, dampings, pushes = [], [], [], [], 0, []
+    clock = getattr(act_fn, "clock", False)          # a policy that paces the gait clock (torch only)
+    if clock and make_env is not None:
+        raise OnboardError("a clock-pacing policy runs only in the MuJoCo env", field="clock_action",
+                           fix="evaluate it without make_env")
     rounds = math.ceil(episodes / num_envs)
     for r in range(rounds):
         n = min(num_envs, episodes - r * num_envs)
         env = (make_env(n, seed + r) if make_env is not None else
                HumanoidVecEnv(n, task=task, dr=dr, seed=seed + r, history=history, episode_s=episode_s,
+                              clock_action=clock,
                               **({} if gantry_s is None else {"gantry_starts": 1.0, "gantry_s": gantry_s})))
         obs, _ = env.reset()
         if hasattr(act_fn, "state"):
@@ -829,7 +851,7 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
             if command is not None:
                 env.command[:] = command
             target = act_fn(obs, env)
-            obs, _, _, _, info = env.step_targets(target)
+            obs, _, _, _, info = env.step_targets_clock(target) if clock else env.step_targets(target)
             if getattr(env, "push_log", None):
                 for i, t_s, dvx, dvy in env.push_log:
                     if not got[i]:
@@ -956,6 +978,10 @@ def main(argv=None) -> int:
                     help="the training sim's physics and PD step (0.002 = the reference sim; 0.005 = legged_gym's "
                          "200 Hz, about 1.6x the env steps per second). Evaluation always runs at 0.002, so the "
                          "figures include the transfer")
+    ap.add_argument("--clock-action", action="store_true",
+                    help="the policy paces the gait clock: a 13th action runs it at 0.5x-2.5x real time, so a "
+                         "robot pushed toward its stance leg can hurry that leg's turn to step. Torch evaluation "
+                         "only: the artifact contract does not carry the clock yet, export refuses it")
     ap.add_argument("--ent-coef", type=float, default=HumanoidPPOConfig.ent_coef,
                     help="entropy bonus (0: let the exploration noise shrink as the policy firms up)")
     ap.add_argument("--dr-config", default="", help="training DR YAML (default: the task's; evaluation always "
@@ -976,13 +1002,19 @@ def main(argv=None) -> int:
                                 update_threads=a.update_threads, side_step=a.side_step,
                                 capture_reward=a.capture_reward, estimator=a.estimator,
                                 placement_gain=a.placement_gain, gantry_starts=a.gantry_starts,
-                                physics_dt_s=a.physics_dt)
+                                physics_dt_s=a.physics_dt, clock_action=a.clock_action)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
-        export_humanoid(ck, f"{a.out}.onnx")
-        log(json.dumps({"checkpoint": str(ck), "artifact": f"{a.out}.onnx", "train_wall_s": round(res.wall_s, 1),
-                        "env_steps": res.env_steps}))
-    if a.eval_episodes:
+        if not a.clock_action:
+            export_humanoid(ck, f"{a.out}.onnx")
+        log(json.dumps({"checkpoint": str(ck), "artifact": None if a.clock_action else f"{a.out}.onnx",
+                        "train_wall_s": round(res.wall_s, 1), "env_steps": res.env_steps}))
+    if a.eval_episodes and a.clock_action:      # no artifact: the torch policy in the MuJoCo env, DR + pushes
+        res, _ = load_checkpoint(f"{a.out}.pt")
+        r = evaluate(torch_act_fn(res, min(50, a.eval_episodes)), task=a.task, episodes=a.eval_episodes,
+                     num_envs=min(50, a.eval_episodes), history=res.config.history)
+        log(json.dumps({"evaluation": "torch_mujoco_dr", **{k: v for k, v in r.items() if k != "pushes"}}))
+    elif a.eval_episodes:
         evaluate_artifacts(a.out, task=a.task, episodes=a.eval_episodes, pybullet_episodes=a.pybullet_episodes,
                            log=log)
     return 0

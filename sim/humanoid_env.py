@@ -105,6 +105,13 @@ def build_frame(ang_vel, gravity, q, dq, command, last_action, t_s, default_pose
 GAIT_LIFT_PATTERN = np.zeros((2, 12))
 GAIT_LIFT_PATTERN[0, [0, 3, 4]] = GAIT_LIFT_PATTERN[1, [6, 9, 10]] = [-1.0, 2.0, -1.0]
 KNEES = [3, 9]
+CLOCK_RATE_RANGE = (0.5, 2.5)          # clock_action: the gait clock runs at 0.5x to 2.5x real time
+
+
+def clock_rate(a) -> np.ndarray:
+    """The gait clock's rate for the clock action ``a`` (a = 0: real time): 1 + a / 2, clipped to
+    CLOCK_RATE_RANGE."""
+    return np.clip(1.0 + 0.5 * np.asarray(a, float), *CLOCK_RATE_RANGE)
 
 
 def knee_reference(t_s, amplitude_rad: float, default_pose) -> np.ndarray:
@@ -189,7 +196,7 @@ class HumanoidVecEnv:
     def __init__(self, num_envs: int = 1, task: str = "stand", dr=False, seed: int = 0, history: int = 5,
                  episode_s: float = EPISODE_S, reward_scales: dict | None = None, step_in_place: bool = False,
                  gait_reference: float = 0.0, capture_reward: float = 0.0, gantry_starts: float = 0.0,
-                 gantry_s: tuple = GANTRY_S, physics_dt_s: float = PHYSICS_DT_S):
+                 gantry_s: tuple = GANTRY_S, physics_dt_s: float = PHYSICS_DT_S, clock_action: bool = False):
         if task not in TASKS:
             raise ConfigError(f"unknown humanoid task '{task}'", field="task", fix=f"use one of {list(TASKS)}")
         if int(history) < 1:
@@ -226,8 +233,14 @@ class HumanoidVecEnv:
         self.obs_spec = [dict(k, shape=[self.history * k["shape"][0]],
                               units=k["units"] + f"; last {self.history} frames, oldest first") for k in OBS_SPEC]
         self._perm, self.obs_slices = history_layout(self.history)
+        # clock_action: the gait clock is the policy's to pace. The action gets a 13th entry a_c and the clock
+        # runs at clock_rate(a_c) x real time (CLOCK_RATE_RANGE), so a robot pushed toward its stance leg can
+        # hurry that leg's turn to step; the observation's gait phase, the stance windows of the contact reward
+        # and the knee reference all follow the clock. Off: the clock is the episode time.
+        self.clock_action = bool(clock_action)
+        self.clock_s = np.zeros(num_envs)
         self.frame_dim, self.obs_dim, self.critic_dim, self.action_dim = (
-            FRAME_DIM, FRAME_DIM * self.history, CRITIC_DIM, 12)
+            FRAME_DIM, FRAME_DIM * self.history, CRITIC_DIM, 13 if self.clock_action else 12)
         self.reward_scales = dict(REWARD_SCALES, **(reward_scales or {}))
         self.fall_tilt_rad = FALL_TILT_RAD
         # step_in_place: the gait terms (stance/swing by phase, swing height) also apply at zero command,
@@ -292,6 +305,7 @@ class HumanoidVecEnv:
         self._k = 0
         # Episode state.
         self.t_step = np.zeros(n, int)
+        self._prev_clock_s = np.zeros(n)       # the clock of the last observation (the one an action answers)
         self.command = np.zeros((n, 3))
         self.last_action = np.zeros((n, 12))
         self.target = np.tile(self.default_pose, (n, 1))
@@ -400,6 +414,8 @@ class HumanoidVecEnv:
         self._qpos_fifo[:, idx] = self.qpos[idx]
         self._qvel_fifo[:, idx] = self.qvel[idx]
         self.t_step[idx] = 0
+        self.clock_s[idx] = 0.0
+        self._prev_clock_s[idx] = 0.0
         self.last_action[idx] = 0.0
         self.last_dq[idx] = 0.0
         self.push_vel[idx] = 0.0
@@ -449,8 +465,12 @@ class HumanoidVecEnv:
         else:
             qpos, qvel = self.qpos, self.qvel
         ang, grav, q, dq = self._measured(qpos, qvel, noisy)
-        return build_frame(ang, grav, q, dq, self.command, self.last_action, self.t_step * self.dt_s,
+        return build_frame(ang, grav, q, dq, self.command, self.last_action, self.gait_clock_s(),
                            self.default_pose)
+
+    def gait_clock_s(self) -> np.ndarray:
+        """(n,) the gait clock [s]: the episode time, or with ``clock_action`` the policy-paced clock."""
+        return self.clock_s if self.clock_action else self.t_step * self.dt_s
 
     def _observe(self) -> np.ndarray:
         return self.hist.reshape(self.num_envs, -1)[:, self._perm]
@@ -491,14 +511,22 @@ class HumanoidVecEnv:
     # ---- step ---------------------------------------------------------------------------------
     def step(self, action: np.ndarray):
         n = self.num_envs
-        action = np.clip(np.asarray(action, dtype=float).reshape(n, 12), -ACTION_CLIP, ACTION_CLIP)
-        return self.step_targets(self.default_pose + ACTION_SCALE * action, action)
+        action = np.clip(np.asarray(action, dtype=float).reshape(n, self.action_dim), -ACTION_CLIP, ACTION_CLIP)
+        rate = clock_rate(action[:, 12]) if self.clock_action else None
+        return self.step_targets(self.default_pose + ACTION_SCALE * action[:, :12], action[:, :12], clock_rate=rate)
 
-    def step_targets(self, target: np.ndarray, action: np.ndarray | None = None, kp=None, kd=None):
+    def step_targets_clock(self, target_and_rate: np.ndarray):
+        """``step_targets`` with the clock rate as a 13th column (one array, for the worker shards)."""
+        x = np.asarray(target_and_rate, float)
+        return self.step_targets(x[:, :12], clock_rate=x[:, 12])
+
+    def step_targets(self, target: np.ndarray, action: np.ndarray | None = None, kp=None, kd=None,
+                     clock_rate: np.ndarray | None = None):
         """One 50 Hz step with absolute PD targets (n, 12) [rad] (a runtime / safety filter path).
 
         ``kp``/``kd`` (n, 12): commanded gains (a LowCmd's), scaled by the robot's drawn gain error;
-        None = the nominal gains."""
+        None = the nominal gains. ``clock_rate`` (n,): with ``clock_action``, how fast the gait clock runs
+        this step (None = real time)."""
         n = self.num_envs
         kp = self.kp if kp is None else np.asarray(kp, float) * self.kp_scale
         kd = self.kd if kd is None else np.asarray(kd, float) * self.kd_scale
@@ -535,7 +563,10 @@ class HumanoidVecEnv:
             row = self._k % FIFO_LEN
             self._qpos_fifo[row] = self.qpos
             self._qvel_fifo[row] = self.qvel
+        self._prev_clock_s[:] = self.gait_clock_s()
         self.t_step += 1
+        if self.clock_action:
+            self.clock_s += self.dt_s * (1.0 if clock_rate is None else np.asarray(clock_rate, float).reshape(n))
         self.push_vel *= math.exp(-self.dt_s / 1.0)
         if self.task == "walk":
             resample = (self.t_step % int(WALK_COMMANDS["resample_s"] / self.dt_s)) == 0
@@ -579,7 +610,7 @@ class HumanoidVecEnv:
         self.last_dq = dq.copy()
         e_lin_sq = np.sum((self.command[:, :2] - v[:, :2]) ** 2, 1)
         e_yaw_sq = (self.command[:, 2] - w[:, 2]) ** 2
-        phase = (self.t_step * dt / GAIT_PERIOD_S) % 1.0
+        phase = (self.gait_clock_s() / GAIT_PERIOD_S) % 1.0
         stance = np.stack([phase < 0.55, (phase + 0.5) % 1.0 < 0.55], 1)
         hip = np.r_[1, 2, 7, 8]
         height = self.qpos[:, 2]
@@ -607,7 +638,7 @@ class HumanoidVecEnv:
             terms["feet_swing_height"] = np.sum((fz - 0.04 - FOOT_SWING_HEIGHT_M) ** 2 * ~contact, 1) * moving
         if self.gait_reference > 0:
             # the reference the actor saw: the phase of the observation this action answered (one step ago)
-            knee_ref = knee_reference((self.t_step - 1) * dt, self.gait_reference, self.default_pose)
+            knee_ref = knee_reference(self._prev_clock_s, self.gait_reference, self.default_pose)
             terms["knee_reference"] = np.exp(-4.0 * np.abs(q[:, KNEES] - knee_ref).sum(1))
         if s.get("capture_step", 0.0):
             touchdown = contact & ~self.last_contact
@@ -629,7 +660,7 @@ def _shard_worker(conn, kwargs) -> None:
             break
         if cmd == "reset":
             conn.send(env.reset(seed=arg))
-        elif cmd in ("step", "step_targets"):
+        elif cmd in ("step", "step_targets", "step_targets_clock"):
             conn.send(getattr(env, cmd)(arg))
         elif cmd == "push_scale":
             env.push_scale = arg
@@ -712,6 +743,9 @@ class ShardedHumanoidEnv:
 
     def step_targets(self, target):
         return self._join(self._run("step_targets", np.asarray(target)))
+
+    def step_targets_clock(self, target_and_rate):
+        return self._join(self._run("step_targets_clock", np.asarray(target_and_rate)))
 
     def robot_state(self, i: int) -> dict:
         """Robot ``i``'s measured state; from a worker shard only ``q`` (what the trainer resets with)."""

@@ -1058,3 +1058,57 @@ def test_foot_placement_prior_swings_the_feet_toward_the_estimated_velocity(tmp_
         HumanoidPPOConfig(gait_reference=0.3, placement_gain=0.4).validate()        # no estimator
     with pytest.raises(Exception, match="placement_gain"):
         HumanoidPPOConfig(gait_reference=0.3, estimator=True, placement_gain=2.0).validate()
+
+
+def test_clock_action_paces_the_gait_clock_and_is_refused_by_the_export(tmp_path):
+    """--clock-action: a 13th action runs the gait clock at 0.5x-2.5x real time; the observation's gait phase,
+    the knee reference and the stance windows follow it; at rate 1 the env is the plain one. The symmetric
+    actor gives a robot and its mirror image the same clock rate. Not exportable yet: the export refuses it
+    with the field and the fix, and writes nothing."""
+    pytest.importorskip("torch")
+    from onboard.errors import OnboardError
+    from policies.humanoid_ppo import HumanoidPPOConfig, export_humanoid, save_checkpoint, torch_act_fn, train
+    from sim.humanoid_env import (CLOCK_RATE_RANGE, GAIT_PERIOD_S, ShardedHumanoidEnv, actor_mirror, clock_rate,
+                                  mirror)
+    assert clock_rate(0.0) == 1.0 and clock_rate(-10) == CLOCK_RATE_RANGE[0] and clock_rate(10) == CLOCK_RATE_RANGE[1]
+    plain = HumanoidVecEnv(3, task="stand", history=2, seed=4)
+    paced = HumanoidVecEnv(3, task="stand", history=2, seed=4, clock_action=True)
+    assert plain.action_dim == 12 and paced.action_dim == 13
+    o_plain, _ = plain.reset()
+    o_paced, _ = paced.reset()
+    a = np.zeros((3, 13))
+    a[1, 12], a[2, 12] = 2.0, -1.0                          # robot 1 at 2x, robot 2 at 0.5x, robot 0 at 1x
+    for k in range(10):
+        o_plain, r_plain, *_ = plain.step(a[:, :12])
+        o_paced, r_paced, *_ = paced.step(a)
+    np.testing.assert_allclose(paced.clock_s, [0.2, 0.4, 0.1], atol=1e-9)
+    phase = paced.split_obs(o_paced)["gait_phase"][:, [-2, -1]]     # newest sin, cos
+    np.testing.assert_allclose(phase, np.c_[np.sin(2 * np.pi * paced.clock_s / GAIT_PERIOD_S),
+                                            np.cos(2 * np.pi * paced.clock_s / GAIT_PERIOD_S)], atol=1e-6)
+    np.testing.assert_allclose(o_paced[0], o_plain[0], atol=1e-5)      # rate 1: the plain env's robot
+    np.testing.assert_allclose(r_paced[0], r_plain[0], atol=1e-6)
+    sharded = ShardedHumanoidEnv(4, shards=2, task="stand", history=2, seed=4, clock_action=True)
+    try:
+        sharded.reset()
+        sharded.step_targets_clock(np.c_[np.tile(sharded.default_pose, (4, 1)), [1.0, 2.0, 1.0, 2.0]])
+        assert sharded.action_dim == 13
+    finally:
+        sharded.close()
+    cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
+                            critic_hidden=(32, 32), symmetry=True, gait_reference=0.3, force_step=True,
+                            clock_action=True)
+    res = train(cfg, log=lambda line: None)
+    assert res.model.log_std.shape == (13,)
+    import torch
+    with torch.no_grad():
+        for p in res.model.actor.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    act = torch_act_fn(res)
+    out, out_m = act(o_paced, paced), act(mirror(o_paced, actor_mirror(2)), paced)
+    assert out.shape == (3, 13) and np.all((out[:, 12] >= 0.5) & (out[:, 12] <= 2.5))
+    np.testing.assert_allclose(out_m[:, 12], out[:, 12], atol=1e-5)
+    ck = save_checkpoint(res, tmp_path / "c.pt")
+    with pytest.raises(OnboardError) as e:
+        export_humanoid(ck, tmp_path / "c.onnx")
+    assert e.value.field == "clock_action" and "--clock-action" in e.value.fix
+    assert not (tmp_path / "c.onnx").exists()
