@@ -11,7 +11,11 @@ processes buys: ``ShardedHumanoidEnv.step`` against ``HumanoidVecEnv.step``
 (DR, same robots), and PPO training throughput (``--workers 1`` vs ``2``, a
 short run each, policy inference and updates included). Needs idle cores.
 
-    .venv/bin/python -m bench.bench_humanoid_env [--n 64] [--seconds 2] [--workers 2]
+A third (``--physics-dt 0.005``) measures the coarser training sim: ``HumanoidVecEnv.step``
+and PPO training (push-recovery actor, 2 processes) at that physics step against the
+2 ms reference, same robots.
+
+    .venv/bin/python -m bench.bench_humanoid_env [--n 64] [--seconds 2] [--workers 2] [--physics-dt 0.005]
 """
 from __future__ import annotations
 
@@ -42,8 +46,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--workers", type=int, default=1, help="> 1: also compare this many env processes with one")
     ap.add_argument("--train-updates", type=int, default=40, help="PPO updates per training-throughput row")
+    ap.add_argument("--physics-dt", type=float, default=0.0,
+                    help="> 0: also compare a training sim at this physics step with the 2 ms reference (only)")
     a = ap.parse_args(argv)
     n = a.n
+    if a.physics_dt > 0:
+        record(f"Humanoid: {a.physics_dt * 1e3:g} ms training physics vs the 2 ms reference (G1 legs, DR, {n} robots)",
+               _physics_dt_rows(n, a), command=f".venv/bin/python -m bench.bench_humanoid_env --n {n} --seconds "
+                                              f"{a.seconds} --physics-dt {a.physics_dt}", write=not a.no_write)
+        return 0
     env = HumanoidVecEnv(n, task="stand", dr=False, seed=0)
     env.reset()
     m, d = env.model, env.data
@@ -79,6 +90,32 @@ def main(argv=None) -> int:
     return 0
 
 
+RECIPE = dict(step_in_place=True, gait_reference=0.3, force_step=True, symmetry=True, estimator=True,
+              placement_gain=0.4, gantry_starts=0.3)       # the push-recovery recipe's actor and env
+
+
+def _physics_dt_rows(n: int, a) -> list[dict]:
+    from policies.humanoid_ppo import HumanoidPPOConfig, train
+    zero = np.zeros((n, 12))
+    rows, base = [], {}
+    for dt in (0.002, a.physics_dt):
+        env = HumanoidVecEnv(n, task="stand", dr=True, seed=0, physics_dt_s=dt)
+        env.reset()
+        base.setdefault("env", _rate(lambda: env.step(zero), a.seconds))
+        r = _rate(lambda: env.step(zero), a.seconds) if dt != 0.002 else base["env"]
+        rows.append({"what": f"HumanoidVecEnv.step, {dt * 1e3:g} ms physics ({env.substeps} steps), 1 process",
+                     "env_steps_per_s": r * n, "vs_2_ms": r / base["env"]})
+    for dt in (0.002, a.physics_dt):
+        cfg = HumanoidPPOConfig(num_envs=n, total_steps=n * 24 * a.train_updates, workers=2, physics_dt_s=dt,
+                                log_every=10**9, **RECIPE)
+        res = train(cfg, log=lambda line: None)
+        r = res.env_steps / res.wall_s
+        base.setdefault("train", r)
+        rows.append({"what": f"PPO training, push-recovery actor, 2 processes, {dt * 1e3:g} ms physics",
+                     "env_steps_per_s": r, "vs_2_ms": r / base["train"]})
+    return rows
+
+
 def _workers_rows(n: int, a) -> list[dict]:
     from policies.humanoid_ppo import HumanoidPPOConfig, train
     from sim.humanoid_env import ShardedHumanoidEnv
@@ -98,8 +135,7 @@ def _workers_rows(n: int, a) -> list[dict]:
     # PPO training throughput with the push-recovery recipe's actor (gait reference, mirror symmetry, velocity
     # estimator, placement prior): 1 process; w processes with the update on one torch thread; and w processes
     # with the update on w threads (update_threads=0: the env workers idle during the update).
-    recipe = dict(step_in_place=True, gait_reference=0.3, force_step=True, symmetry=True, estimator=True,
-                  placement_gain=0.4, gantry_starts=0.3)
+    recipe = RECIPE
     rates = {}
     for w, ut in ((1, 1), (a.workers, 1), (a.workers, 0)):
         cfg = HumanoidPPOConfig(num_envs=n, total_steps=n * 24 * a.train_updates, workers=w, update_threads=ut,

@@ -712,6 +712,7 @@ def build_contract(res: HumanoidTrainResult, ck: dict, *, onnx_name: str, robot:
                "gait_reference_rad": cfg.gait_reference, "velocity_estimator": cfg.estimator,
                "placement_gain_rad_per_m_s": cfg.placement_gain, "gantry_starts": cfg.gantry_starts,
                "early_touchdown": cfg.early_touchdown, "side_step_m_s": cfg.side_step,
+               "training_physics_dt_s": cfg.physics_dt_s,
                "observation_builder": "sim.humanoid_env.HumanoidVecEnv (key-major history layout)"},
     )
 

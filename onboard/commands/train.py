@@ -18,10 +18,10 @@ HELP = ("Train a policy: diffusion on a LeRobot v3 dataset, or PPO for the quadr
         "hover|track [--residual]), the VLA (--policy vla --data DIR [--minutes M]), or the G1 legs "
         "(--policy humanoid --task stand|walk); writes checkpoint.pt and training_curve.png.")
 POLICIES = ("diffusion", "ppo", "residual", "vla", "humanoid")
-HUMANOID_RECIPES = {    # extra options for policies.humanoid_ppo; push-recovery at pushes <= 1.0 m/s, leg hulls on: 56% (seed 0)
-    "basic": [],
+HUMANOID_RECIPES = {    # extra options for policies.humanoid_ppo; push-recovery at pushes <= 1.0 m/s, leg hulls on: 60%
+    "basic": [],           # (seed 0, 43 min, trained with 5 ms physics, evaluated at 2 ms; docs/humanoid.md session 10)
     "push-recovery": ["--step-in-place", "--gait-reference", "0.3", "--force-step", "--symmetry", "--estimator",
-                      "--placement-gain", "0.4", "--gantry-starts", "0.3", "--workers", "2"],
+                      "--placement-gain", "0.4", "--gantry-starts", "0.3", "--workers", "2", "--physics-dt", "0.005"],
 }
 
 
@@ -53,7 +53,8 @@ def add_arguments(p):
     h.add_argument("--recipe", default="basic", choices=sorted(HUMANOID_RECIPES),
                    help="basic: plain PPO on the task. push-recovery: the best measured stand + push recipe "
                         "(forced stepping prior, mirror-symmetric actor, learned velocity estimate, foot placement, "
-                        "30%% of episodes started on the gantry, robots stepped on 2 processes; docs/humanoid.md)")
+                        "30%% of episodes started on the gantry, robots stepped on 2 processes, a 5 ms training "
+                        "physics step; docs/humanoid.md)")
     v = p.add_argument_group("VLA (--policy vla)")
     v.add_argument("--minutes", type=float, default=None,
                    help="time budget; the learning rate anneals over it (vla default: 50)")
