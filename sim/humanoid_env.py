@@ -638,7 +638,8 @@ class HumanoidVecEnv:
             terms["feet_swing_height"] = np.sum((fz - 0.04 - FOOT_SWING_HEIGHT_M) ** 2 * ~contact, 1) * moving
         if self.gait_reference > 0:
             # the reference the actor saw: the phase of the observation this action answered (one step ago)
-            knee_ref = knee_reference(self._prev_clock_s, self.gait_reference, self.default_pose)
+            answered = self._prev_clock_s if self.clock_action else (self.t_step - 1) * dt
+            knee_ref = knee_reference(answered, self.gait_reference, self.default_pose)
             terms["knee_reference"] = np.exp(-4.0 * np.abs(q[:, KNEES] - knee_ref).sum(1))
         if s.get("capture_step", 0.0):
             touchdown = contact & ~self.last_contact
