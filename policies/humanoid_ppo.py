@@ -42,7 +42,9 @@ from sim.humanoid_env import (ACTION_CLIP, ACTION_SCALE, FRAME_DIM, GAIT_LIFT_PA
                               PRIVILEGED_SPEC, HumanoidVecEnv, ShardedHumanoidEnv, actor_mirror, clock_rate,
                               history_layout)
 
-EXPORT_ACTION_BOUND = 4.0      # |a| <= 4: PD target within 1 rad of the default pose (the artifact's range)
+EXPORT_ACTION_BOUND = ACTION_CLIP   # |a| <= 10: PD target within 2.5 rad of the default pose, the training env's own
+#                                     bound (sim.humanoid_env.ACTION_CLIP); the safety filter clamps to the joint limits.
+#                                     Until session 10 it was 4 (1 rad), tighter than training: 9 points of survival lost
 
 
 @dataclass

@@ -751,8 +751,8 @@ def test_symmetric_actor_answers_the_mirrored_robot_with_the_mirrored_action(tmp
     export_humanoid(ck, tmp_path / "s.onnx")
     res2, _ = load_checkpoint(ck)
     rt = PolicyRuntime(tmp_path / "s.onnx", robot="g1_12dof", num_envs=3)
-    d = env.default_pose                                # the artifact bounds the target to 1 rad of the default
-    assert np.allclose(rt.act_batch(env.split_obs(obs)), d + np.clip(torch_act_fn(res2)(obs, env) - d, -1, 1),
+    d = env.default_pose                                # the artifact bounds the target to 2.5 rad of the default
+    assert np.allclose(rt.act_batch(env.split_obs(obs)), d + np.clip(torch_act_fn(res2)(obs, env) - d, -2.5, 2.5),
                        atol=1e-4)
     plain = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
                               critic_hidden=(32, 32), resume=str(ck))
@@ -859,7 +859,7 @@ def test_early_touchdown_forces_the_knees_only_while_the_lift_rises(tmp_path):
     rt = PolicyRuntime(tmp_path / "e.onnx", robot="g1_12dof", num_envs=40)
     got = rt.act_batch(env.split_obs(np.asarray(rows)))
     clear = np.abs(phases * 4 - np.round(phases * 4)) > 1e-3     # off the quarter-period switch points
-    np.testing.assert_allclose((got - env.default_pose)[clear][:, [3, 9]] / 0.25, np.clip(out[clear][:, [3, 9]], -4, 4),
+    np.testing.assert_allclose((got - env.default_pose)[clear][:, [3, 9]] / 0.25, np.clip(out[clear][:, [3, 9]], -10, 10),
                                atol=1e-4)
     with pytest.raises(Exception, match="force-step"):
         HumanoidPPOConfig(gait_reference=0.3, early_touchdown=True).validate()
