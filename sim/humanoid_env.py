@@ -3,7 +3,8 @@
 
 Owns the tasks (commands, initial states, episode length, rewards in the
 legged_gym style, fall detection), the 50 Hz policy loop over the 500 Hz
-physics + numpy PD of ``sim.g1_model``, the observation builder, the true
+physics + numpy PD of ``sim.g1_model`` (``physics_dt_s``: a coarser 4-5 ms
+training sim), the observation builder, the true
 delay lines (FIFOs at physics resolution for PD targets and for measured
 state), observation noise and pushes.
 
