@@ -101,8 +101,8 @@ def _physics_dt_rows(n: int, a) -> list[dict]:
     for dt in (0.002, a.physics_dt):
         env = HumanoidVecEnv(n, task="stand", dr=True, seed=0, physics_dt_s=dt)
         env.reset()
-        base.setdefault("env", _rate(lambda: env.step(zero), a.seconds))
-        r = _rate(lambda: env.step(zero), a.seconds) if dt != 0.002 else base["env"]
+        r = _rate(lambda: env.step(zero), a.seconds)
+        base.setdefault("env", r)
         rows.append({"what": f"HumanoidVecEnv.step, {dt * 1e3:g} ms physics ({env.substeps} steps), 1 process",
                      "env_steps_per_s": r * n, "vs_2_ms": r / base["env"]})
     for dt in (0.002, a.physics_dt):
@@ -135,11 +135,10 @@ def _workers_rows(n: int, a) -> list[dict]:
     # PPO training throughput with the push-recovery recipe's actor (gait reference, mirror symmetry, velocity
     # estimator, placement prior): 1 process; w processes with the update on one torch thread; and w processes
     # with the update on w threads (update_threads=0: the env workers idle during the update).
-    recipe = RECIPE
     rates = {}
     for w, ut in ((1, 1), (a.workers, 1), (a.workers, 0)):
         cfg = HumanoidPPOConfig(num_envs=n, total_steps=n * 24 * a.train_updates, workers=w, update_threads=ut,
-                                log_every=10**9, **recipe)
+                                log_every=10**9, **RECIPE)
         res = train(cfg, log=lambda line: None)
         rates[(w, ut)] = res.env_steps / res.wall_s
     for (w, ut), r in rates.items():

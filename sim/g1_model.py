@@ -49,6 +49,11 @@ LEG_HULLS = {"hip_yaw_link": ("capsule", 0.04), "knee_link": ("capsule", 0.035),
              "ankle_roll_link": ("box", (0.09, 0.035, 0.012), (0.035, 0.0, -0.02))}
 
 
+def leg_hull(link_name: str):
+    """The ``LEG_HULLS`` entry of a link (by the name's ending), or None when the link has no hull."""
+    return next((v for k, v in LEG_HULLS.items() if link_name.endswith(k)), None)
+
+
 def description_path() -> Path:
     return robots_dir() / "descriptions" / "g1_12dof.yaml"
 
@@ -140,13 +145,12 @@ _GEOM = {"sphere": mujoco.mjtGeom.mjGEOM_SPHERE, "cylinder": mujoco.mjtGeom.mjGE
 
 def _add_hull(body, desc: G1Description, b, prefix: str) -> None:
     """The collision hull of leg link ``b`` (``LEG_HULLS``), if it has one."""
-    key = next((k for k in LEG_HULLS if b.name.endswith(k)), None)
-    if key is None:
+    kind = leg_hull(b.name)
+    if kind is None:
         return
     left = b.name.startswith("left_")
     bits = dict(contype=4 if left else 8, conaffinity=8 if left else 4, condim=3, density=0, mass=0, group=3,
                 rgba=[0.9, 0.5, 0.2, 0.3])
-    kind = LEG_HULLS[key]
     if kind[0] == "capsule":
         child = next(c for c in desc.bodies if c.parent == b.name)
         body.add_geom(name=f"{prefix}{b.name}_hull", type=mujoco.mjtGeom.mjGEOM_CAPSULE, size=[kind[1], 0, 0],

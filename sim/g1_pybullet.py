@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.g1_model import LEG_HULLS, load_description, quat_rotate_inverse, rpy_from_quat, standing_height_m
+from sim.g1_model import leg_hull, load_description, quat_rotate_inverse, rpy_from_quat, standing_height_m
 from sim.g1_urdf import link_inertia, principal_axes, write_g1_urdf
 from sim.humanoid_env import (ACTION_SCALE, EPISODE_S, FALL_HEIGHT_M, FALL_TILT_RAD, FRAME_DIM, build_frame,
                               history_layout)
@@ -68,7 +68,7 @@ def hull_links(pb, client: int, robot: int) -> dict:
     out = {"left": [], "right": []}
     for j in range(pb.getNumJoints(robot, physicsClientId=client)):
         link = pb.getJointInfo(robot, j, physicsClientId=client)[12].decode()
-        if any(link.endswith(k) for k in LEG_HULLS):
+        if leg_hull(link) is not None:
             out["left" if link.startswith("left_") else "right"].append(j)
     return out
 

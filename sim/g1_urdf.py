@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.g1_model import LEG_HULLS, G1Description, load_description
+from sim.g1_model import G1Description, leg_hull, load_description
 
 # URDF <limit velocity>: the robot profile's figures (public G1 URDF), by joint kind.
 VELOCITY_LIMIT_RAD_S = {"hip_pitch": 32.0, "hip_roll": 20.0, "hip_yaw": 32.0, "knee": 20.0,
@@ -77,13 +77,12 @@ def _geom_xml(g: dict) -> str:
 
 
 def _hull_xml(desc: G1Description, body) -> str:
-    """The leg collision hull of ``body`` (``sim.g1_model.LEG_HULLS``, same shapes and sizes as the MuJoCo
+    """The leg collision hull of ``body`` (``sim.g1_model.leg_hull``, same shapes and sizes as the MuJoCo
     twin) as a collision-only element, or "" when the link has none. A capsule runs from the link origin to
     its child's joint: URDF capsules lie along the z axis of their origin, ``length`` is the cylinder part."""
-    key = next((k for k in LEG_HULLS if body.name.endswith(k)), None)
-    if key is None:
+    kind = leg_hull(body.name)
+    if kind is None:
         return ""
-    kind = LEG_HULLS[key]
     if kind[0] == "capsule":
         d = next(c for c in desc.bodies if c.parent == body.name).pos
         z = d / np.linalg.norm(d)

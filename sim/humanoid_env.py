@@ -109,6 +109,17 @@ KNEES = [3, 9]
 CLOCK_RATE_RANGE = (0.5, 2.5)          # clock_action: the gait clock runs at 0.5x to 2.5x real time
 
 
+def physics_substeps(physics_dt_s: float) -> int:
+    """Physics steps per 20 ms policy step; a step that does not divide it (or is out of 0.5-10 ms) is a
+    ConfigError naming ``physics_dt_s`` and the fix."""
+    dt = float(physics_dt_s)
+    sub = POLICY_DT_S / dt if dt > 0 else 0.0
+    if not 0.0005 <= dt <= 0.01 or abs(sub - round(sub)) > 1e-6:
+        raise ConfigError(f"physics_dt_s {physics_dt_s} does not divide the {POLICY_DT_S * 1e3:.0f} ms policy step",
+                          field="physics_dt_s", fix="pass --physics-dt 0.002 (reference), 0.004 or 0.005")
+    return int(round(sub))
+
+
 def clock_rate(a) -> np.ndarray:
     """The gait clock's rate for the clock action ``a`` (a = 0: real time): 1 + a / 2, clipped to
     CLOCK_RATE_RANGE."""
@@ -204,10 +215,7 @@ class HumanoidVecEnv:
             raise ConfigError(f"history {history} < 1", field="history", fix="use 1 or more frames")
         # physics_dt_s: the physics and PD step. 2 ms is the reference sim (evaluation, sim2sim, the robot
         # nodes); a coarser step (4 or 5 ms, legged_gym's 200 Hz) is a cheaper training sim, a divisor of 20 ms.
-        substeps = POLICY_DT_S / float(physics_dt_s)
-        if not 0.0005 <= float(physics_dt_s) <= 0.01 or abs(substeps - round(substeps)) > 1e-6:
-            raise ConfigError(f"physics_dt_s {physics_dt_s} does not divide the {POLICY_DT_S * 1e3:.0f} ms policy step",
-                              field="physics_dt_s", fix="use 0.002 (reference), 0.004 or 0.005")
+        substeps = physics_substeps(physics_dt_s)
         self.num_envs, self.task, self.history = int(num_envs), task, int(history)
         self.physics_dt_s = float(physics_dt_s)
         self.desc = load_description()
@@ -224,7 +232,7 @@ class HumanoidVecEnv:
         self.qvel = self.data.qvel.reshape(n, nv)
         self.qacc = self.data.qacc.reshape(n, nv)
         self.ctrl = self.data.ctrl.reshape(n, 12)
-        self.substeps = int(round(substeps))
+        self.substeps = substeps
         self.dt_s = POLICY_DT_S
         self.max_steps = int(round(episode_s / self.dt_s))
         self.default_pose = self.desc.default_pose.copy()
