@@ -112,6 +112,9 @@ class HumanoidPPOConfig:
         if not 0.0 <= self.ent_coef < 1.0:
             raise OnboardError(f"ent_coef {self.ent_coef} outside [0, 1)", field="ent_coef",
                                fix="pass --ent-coef between 0 and about 0.01")
+        if not 1 <= self.update_epochs <= 50:
+            raise OnboardError(f"update_epochs {self.update_epochs} outside [1, 50]", field="update_epochs",
+                               fix="pass --update-epochs between 1 and about 10 (default 5)")
         if self.history < 1:
             raise OnboardError(f"history {self.history} < 1", field="history", fix="use 1 or more frames")
         if not 0.0 <= self.gait_reference <= 0.5:
@@ -984,6 +987,9 @@ def main(argv=None) -> int:
                          "only: the artifact contract does not carry the clock yet, export refuses it")
     ap.add_argument("--ent-coef", type=float, default=HumanoidPPOConfig.ent_coef,
                     help="entropy bonus (0: let the exploration noise shrink as the policy firms up)")
+    ap.add_argument("--update-epochs", type=int, default=HumanoidPPOConfig.update_epochs,
+                    help="passes over each rollout in the PPO update and the estimator fit; the learning rate "
+                         "adapts to the KL target either way, so fewer passes make more updates per minute")
     ap.add_argument("--dr-config", default="", help="training DR YAML (default: the task's; evaluation always "
                                                     "uses the task's own YAML)")
     ap.add_argument("--eval-episodes", type=int, default=100)
@@ -998,7 +1004,7 @@ def main(argv=None) -> int:
                                 step_in_place=a.step_in_place, push_curriculum=a.push_curriculum,
                                 push_start=a.push_start, dr_config=a.dr_config, gait_reference=a.gait_reference,
                                 symmetry=a.symmetry, workers=a.workers, reference_reward=a.reference_reward,
-                                force_step=a.force_step, ent_coef=a.ent_coef, early_touchdown=a.early_touchdown,
+                                force_step=a.force_step, ent_coef=a.ent_coef, update_epochs=a.update_epochs, early_touchdown=a.early_touchdown,
                                 update_threads=a.update_threads, side_step=a.side_step,
                                 capture_reward=a.capture_reward, estimator=a.estimator,
                                 placement_gain=a.placement_gain, gantry_starts=a.gantry_starts,

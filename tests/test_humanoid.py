@@ -574,15 +574,17 @@ def test_training_stream_limits_match_the_deployed_safety_filter_command_for_com
         assert np.allclose(got[0], want, atol=1e-12) and np.allclose(got[1], want, atol=1e-12)
 
 
-def test_trainer_module_refuses_a_bad_physics_step_with_exit_2_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize("flag,value,field,fix", [("--physics-dt", "0.003", "physics_dt_s", "--physics-dt 0.002"),
+                                                   ("--update-epochs", "0", "update_epochs", "--update-epochs")])
+def test_trainer_module_refuses_a_bad_physics_step_with_exit_2_and_writes_nothing(tmp_path, flag, value, field, fix):
     import os
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, "-m", "policies.humanoid_ppo", "--physics-dt", "0.003", "--out",
+    r = subprocess.run([sys.executable, "-m", "policies.humanoid_ppo", flag, value, "--out",
                         str(tmp_path / "g1" / "policy"), "--eval-episodes", "0"], capture_output=True, text=True,
                        env=dict(os.environ, ORT_DISABLE_TELEMETRY="1"), timeout=120)
     assert r.returncode == 2, r.stderr
-    assert "physics_dt_s" in r.stderr and "--physics-dt 0.002" in r.stderr and "Traceback" not in r.stderr
+    assert field in r.stderr and fix in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "g1").exists()
 
 
