@@ -576,7 +576,7 @@ def test_training_stream_limits_match_the_deployed_safety_filter_command_for_com
 
 @pytest.mark.parametrize("flag,value,field,fix", [("--physics-dt", "0.003", "physics_dt_s", "--physics-dt 0.002"),
                                                    ("--update-epochs", "0", "update_epochs", "--update-epochs")])
-def test_trainer_module_refuses_a_bad_physics_step_with_exit_2_and_writes_nothing(tmp_path, flag, value, field, fix):
+def test_trainer_module_refuses_a_bad_option_with_exit_2_and_writes_nothing(tmp_path, flag, value, field, fix):
     import os
     import subprocess
     import sys
