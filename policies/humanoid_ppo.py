@@ -979,8 +979,8 @@ def main(argv=None) -> int:
                          "policy is already ACTIVE (about 0.3)")
     ap.add_argument("--physics-dt", type=float, default=HumanoidPPOConfig.physics_dt_s, metavar="S",
                     help="the training sim's physics and PD step (0.002 = the reference sim; 0.005 = legged_gym's "
-                         "200 Hz: the env steps 1.97x, PPO training 1.23x as fast, bench_humanoid_env --physics-dt). Evaluation always runs at 0.002, so the "
-                         "figures include the transfer")
+                         "200 Hz: the env steps 1.97x, PPO training 1.23x as fast, bench_humanoid_env --physics-dt). "
+                         "Evaluation always runs at 0.002, so the figures include the transfer")
     ap.add_argument("--clock-action", action="store_true",
                     help="the policy paces the gait clock: a 13th action runs it at 0.5x-2.5x real time, so a "
                          "robot pushed toward its stance leg can hurry that leg's turn to step. Torch evaluation "

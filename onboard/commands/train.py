@@ -18,9 +18,11 @@ HELP = ("Train a policy: diffusion on a LeRobot v3 dataset, or PPO for the quadr
         "hover|track [--residual]), the VLA (--policy vla --data DIR [--minutes M]), or the G1 legs "
         "(--policy humanoid --task stand|walk); writes checkpoint.pt and training_curve.png.")
 POLICIES = ("diffusion", "ppo", "residual", "vla", "humanoid")
-HUMANOID_RECIPES = {    # extra options for policies.humanoid_ppo; push-recovery at pushes <= 1.0 m/s, leg hulls on: 80.5%
-    "basic": [],           # (seed 1, 43 min, 13.8 M env steps, 5 ms physics, evaluated at 2 ms; docs/humanoid.md
-    #                        session 10; on session 11's slower host the same run got 8.1 M steps and 52%)
+# Extra options for policies.humanoid_ppo. push-recovery, pushes <= 1.0 m/s, leg hulls on: 80.5% (seed 1, 43 min,
+# 13.8 M env steps, 5 ms physics, evaluated at 2 ms; docs/humanoid.md session 10). On session 11's slower host the
+# same run got 8.1 M steps and 52%: the 43-min budget buys as many steps as the host gives.
+HUMANOID_RECIPES = {
+    "basic": [],
     "push-recovery": ["--step-in-place", "--gait-reference", "0.3", "--force-step", "--symmetry", "--estimator",
                       "--placement-gain", "0.4", "--gantry-starts", "0.3", "--workers", "2", "--physics-dt", "0.005"],
 }
