@@ -98,11 +98,15 @@ class HumanoidPPOConfig:
     gantry_starts: float = 0.0           # fraction of episodes that start on the gantry (sim.humanoid_env.GANTRY_S), 0 = off
     physics_dt_s: float = 0.002          # training sim's physics + PD step; evaluation always runs the 2 ms reference
     clock_action: bool = False           # the policy paces the gait clock (a 13th action; not exportable yet)
+    async_rollout: bool = False          # robots step in a worker process during the update (policy lag 1)
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
             raise OnboardError("num_envs * num_steps must divide into num_minibatches", field="num_minibatches",
                                fix="pick a divisor of num_envs * num_steps")
+        if self.async_rollout and self.workers > 1:
+            raise OnboardError(f"--async-rollout already uses two processes; workers {self.workers} would add more",
+                               field="workers", fix="drop --workers (or pass --workers 1) with --async-rollout")
         if self.workers < 1 or self.num_envs % self.workers:
             raise OnboardError(f"workers {self.workers} must be >= 1 and divide num_envs {self.num_envs}",
                                field="workers", fix="e.g. --workers 2 with --num-envs 64")
@@ -316,8 +320,9 @@ class GaitReferenceActor(nn.Module):
         c = x[..., self.sin_index + 1:self.sin_index + 2] * self.cos_std + self.cos_mean
         return torch.cat([(s < 0) & (c < 0), (s > 0) & (c > 0)], dim=-1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.estimator(x) if hasattr(self, "estimator") else None
+    def forward(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.Tensor:
+        if v is None and hasattr(self, "estimator"):
+            v = self.estimator(x)
         ref, floor = self._reference(x, v)
         out = (self.net(x, v) if v is not None else self.net(x)) + ref
         if self.force_step:   # the knees may flex more than the reference, never less: the step cannot be undone
@@ -351,8 +356,18 @@ class AsymmetricActorCritic(nn.Module):
         self.critic = mlp([critic_dim, *critic_hidden, 1], out_gain=1.0)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(init_log_std)))
 
-    def dist(self, x: torch.Tensor) -> torch.distributions.Normal:
-        return torch.distributions.Normal(self.actor(x[..., :self.actor_dim]), self.log_std.exp())
+    def dist(self, x: torch.Tensor, v: torch.Tensor | None = None) -> torch.distributions.Normal:
+        """``v``: the velocity estimate for ``x``, when already made (``estimate``); the same as without it."""
+        a = self.actor(x[..., :self.actor_dim]) if v is None else self.actor(x[..., :self.actor_dim], v)
+        return torch.distributions.Normal(a, self.log_std.exp())
+
+    def estimate(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The velocity estimate for the rows of ``x`` (None without an estimator), without gradient. The
+        PPO update makes it once per rollout: PPO never moves the estimator (its output is detached)."""
+        if self.estimator is None:
+            return None
+        with torch.no_grad():
+            return self.estimator(x[..., :self.actor_dim])
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x[..., self.actor_dim:]).squeeze(-1)
@@ -467,15 +482,27 @@ class HumanoidTrainResult:
     env_meta: dict = field(default_factory=dict)
 
 
+def _env_kwargs(cfg: HumanoidPPOConfig) -> dict:
+    dr = (cfg.dr_config or True) if cfg.dr else False
+    return dict(task=cfg.task, dr=dr, seed=cfg.seed, history=cfg.history, step_in_place=cfg.step_in_place,
+                gait_reference=cfg.gait_reference if cfg.reference_reward else 0.0, capture_reward=cfg.capture_reward,
+                gantry_starts=cfg.gantry_starts, physics_dt_s=cfg.physics_dt_s, clock_action=cfg.clock_action)
+
+
+def _new_model(cfg: HumanoidPPOConfig, env) -> AsymmetricActorCritic:
+    return AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
+                                 cfg.init_log_std, cfg.gait_reference, cfg.history, cfg.symmetry, cfg.force_step,
+                                 cfg.estimator, cfg.placement_gain, cfg.early_touchdown, cfg.side_step)
+
+
 def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
     cfg.validate()
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    dr = (cfg.dr_config or True) if cfg.dr else False
-    kw = dict(task=cfg.task, dr=dr, seed=cfg.seed, history=cfg.history, step_in_place=cfg.step_in_place,
-              gait_reference=cfg.gait_reference if cfg.reference_reward else 0.0, capture_reward=cfg.capture_reward,
-              gantry_starts=cfg.gantry_starts, physics_dt_s=cfg.physics_dt_s, clock_action=cfg.clock_action)
+    kw = _env_kwargs(cfg)
+    if cfg.async_rollout:      # the robots step in one worker process; this process only learns
+        return _train(cfg, HumanoidVecEnv(1, **kw), rng, log)
     env = (ShardedHumanoidEnv(cfg.num_envs, shards=cfg.workers, **kw) if cfg.workers > 1
            else HumanoidVecEnv(cfg.num_envs, **kw))
     try:
@@ -485,40 +512,34 @@ def train(cfg: HumanoidPPOConfig, log=print) -> HumanoidTrainResult:
             env.close()
 
 
-def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
-    curriculum = PushCurriculum(cfg) if cfg.push_curriculum else None
-    if curriculum is not None:
-        env.push_scale = curriculum.scale
-    ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, env.action_dim, cfg.hidden, cfg.critic_hidden,
-                               cfg.init_log_std, cfg.gait_reference, cfg.history, cfg.symmetry, cfg.force_step,
-                               cfg.estimator, cfg.placement_gain, cfg.early_touchdown, cfg.side_step)
-    opt = torch.optim.Adam(ac.parameters(), lr=cfg.learning_rate, eps=1e-5)
-    est_opt = torch.optim.Adam(ac.estimator.parameters(), lr=1e-3) if ac.estimator is not None else None
-    vel = np.zeros((cfg.num_steps, cfg.num_envs, 3), np.float32)    # the estimator's regression targets
-    norm = ObsNormalizer(env)
-    if cfg.resume:
-        prev, _ = load_checkpoint(cfg.resume)
-        if prev.model.state_dict().keys() != ac.state_dict().keys():
-            raise OnboardError("the checkpoint's actor differs from this run's", file=cfg.resume,
-                               field="gait_reference/symmetry",
-                               fix="resume with the checkpoint's --gait-reference and --symmetry")
-        ac.load_state_dict(prev.model.state_dict())
-        norm.frame, norm.critic = prev.norm.frame, prev.norm.critic
-    ro = Rollout(cfg.num_steps, cfg.num_envs, env.obs_dim + env.critic_dim, env.action_dim)
-    n_updates = max(1, cfg.total_steps // (cfg.num_envs * cfg.num_steps))
-    obs, info = env.reset(seed=cfg.seed)
-    cobs = info["critic_obs"]
-    limiter = StreamLimits(cfg.num_envs, env.dt_s) if cfg.stream_limits else None
-    if limiter is not None:
-        limiter.reset(np.arange(cfg.num_envs), [env.robot_state(i)["q"] for i in range(cfg.num_envs)])
-    res = HumanoidTrainResult(ac, norm, cfg, env_meta={
-        "obs_spec": env.obs_spec, "history": env.history,
-        "dr_ranges": env.randomizer.ranges() if hasattr(env.randomizer, "ranges") else None})
-    ep_ret, ep_len, ep_fell, ep_lin = [], [], [], []
-    t0 = time.perf_counter()
-    for upd in range(n_updates):
-        if cfg.anneal_lr:
-            opt.param_groups[0]["lr"] = cfg.learning_rate * (1 - upd / n_updates)
+class RolloutCollector:
+    """Steps ``env`` with ``ac`` for one PPO rollout (``cfg.num_steps`` x ``cfg.num_envs``): standardizes with
+    ``norm`` (updated every step), samples, applies the stream limits and the push curriculum, and keeps
+    the finished episodes' statistics. Used in the learner's process, or in the worker of ``--async-rollout``
+    with its own copy of the model."""
+
+    def __init__(self, cfg: HumanoidPPOConfig, env, ac: AsymmetricActorCritic, norm: ObsNormalizer):
+        self.cfg, self.env, self.ac, self.norm = cfg, env, ac, norm
+        self.curriculum = PushCurriculum(cfg) if cfg.push_curriculum else None
+        if self.curriculum is not None:
+            env.push_scale = self.curriculum.scale
+        self.ro = Rollout(cfg.num_steps, cfg.num_envs, env.obs_dim + env.critic_dim, env.action_dim)
+        self.vel = np.zeros((cfg.num_steps, cfg.num_envs, 3), np.float32)   # the estimator's regression targets
+        self.obs, info = env.reset(seed=cfg.seed)
+        self.cobs = info["critic_obs"]
+        self.limiter = StreamLimits(cfg.num_envs, env.dt_s) if cfg.stream_limits else None
+        if self.limiter is not None:
+            self.limiter.reset(np.arange(cfg.num_envs), [env.robot_state(i)["q"] for i in range(cfg.num_envs)])
+        self.episodes = {"return": [], "steps": [], "fell": [], "lin_vel_err": []}
+
+    def take_episodes(self) -> dict:
+        out, self.episodes = self.episodes, {k: [] for k in self.episodes}
+        return out
+
+    def collect(self, log=None) -> np.ndarray:
+        """Fill ``self.ro`` and ``self.vel``; returns the standardized observation after the last step."""
+        cfg, env, ac, norm, ro, limiter = self.cfg, self.env, self.ac, self.norm, self.ro, self.limiter
+        obs, cobs = self.obs, self.cobs
         for t in range(cfg.num_steps):
             norm.update(cobs)
             norm.sync(ac)
@@ -530,7 +551,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
                 ro.logp[t] = d.log_prob(u).sum(-1).numpy()
                 ro.val[t] = ac.value(xt).numpy()
             ro.obs[t], ro.u[t] = x, u.numpy()
-            vel[t] = cobs[:, VEL_COLUMNS]
+            self.vel[t] = cobs[:, VEL_COLUMNS]
             if limiter is None:
                 obs, rew, term, trunc, info = env.step(u.numpy())
             else:   # the limits are part of the plant the policy acts on; PPO scores the sample u
@@ -549,48 +570,220 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
                     xf = norm.both(info["final_obs"][tr], info["final_critic_obs"][tr])
                     with torch.no_grad():
                         rew[idx[tr]] += cfg.gamma * ac.value(torch.as_tensor(xf)).numpy()
-                ep_ret += info["episode_return"].tolist()
-                ep_len += info["episode_steps"].tolist()
-                ep_fell += info["episode_fell"].tolist()
-                ep_lin += info["episode_lin_vel_err"].tolist()
-                if curriculum is not None:
-                    env.push_scale = curriculum.update(info["episode_fell"], log)
+                for k, key in (("return", "episode_return"), ("steps", "episode_steps"), ("fell", "episode_fell"),
+                               ("lin_vel_err", "episode_lin_vel_err")):
+                    self.episodes[k] += info[key].tolist()
+                if self.curriculum is not None:
+                    env.push_scale = self.curriculum.update(info["episode_fell"], log)
             ro.rew[t], ro.done[t] = rew, (term | trunc).astype(np.float32)
-        with torch.no_grad():
-            last_val = ac.value(torch.as_tensor(norm.both(obs, cobs))).numpy()
-        adv, ret = ro.advantages(last_val, cfg.gamma, cfg.gae_lambda)
-        x_all = torch.as_tensor(ro.obs.reshape(-1, ro.obs.shape[-1]))
-        torch.set_num_threads(cfg.update_threads or max(cfg.torch_threads, cfg.workers))
-        with torch.no_grad():
-            old = ac.dist(x_all)
-        stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng)
-        if cfg.desired_kl > 0:
+        self.obs, self.cobs = obs, cobs
+        return norm.both(obs, cobs)
+
+
+def _norm_state(norm: ObsNormalizer) -> tuple:
+    return tuple((r.mean, r.var, r.count) for r in (norm.frame, norm.critic))
+
+
+def _set_norm_state(norm: ObsNormalizer, state) -> None:
+    for r, (mean, var, count) in zip((norm.frame, norm.critic), state):
+        r.mean, r.var, r.count = np.array(mean), np.array(var), float(count)
+
+
+def _collector_worker(conn, cfg: HumanoidPPOConfig, norm_state) -> None:
+    """``--async-rollout``'s worker: all robots and a copy of the model in one process. Each
+    ("collect", version, weights) is answered with the rollout made with exactly those weights.
+
+    The velocity estimator is this process's: the first message's weights set it, later ones leave it
+    alone. Each rollout goes out with the estimator that acted in it; the worker then fits the estimator on
+    that rollout while the learner runs its update, so the fit costs the learner nothing."""
+    import traceback
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(cfg.seed + 1)
+        rng = np.random.default_rng(cfg.seed + 1)
+        env = HumanoidVecEnv(cfg.num_envs, **_env_kwargs(cfg))
+        ac, norm = _new_model(cfg, env), ObsNormalizer(env)
+        est_opt = torch.optim.Adam(ac.estimator.parameters(), lr=1e-3) if ac.estimator is not None else None
+        _set_norm_state(norm, norm_state)
+        col = RolloutCollector(cfg, env, ac, norm)
+        est_rmse, first = None, True
+        while True:
+            msg = conn.recv()
+            if msg[0] == "close":
+                break
+            _, version, weights = msg
+            weights = {k: torch.as_tensor(v) for k, v in weights.items()
+                       if first or est_opt is None or "estimator." not in k}
+            missing, unexpected = ac.load_state_dict(weights, strict=False)
+            if unexpected or any("estimator." not in k for k in missing):
+                raise RuntimeError(f"weights do not fit the worker's model: {missing or unexpected}")
+            first = False
+            logs: list = []
+            t0 = time.perf_counter()
+            x_last = col.collect(logs.append)
+            rollout_s = time.perf_counter() - t0
+            ro = col.ro
+            conn.send({"version": version, "obs": ro.obs, "u": ro.u, "logp": ro.logp, "rew": ro.rew,
+                       "done": ro.done, "x_last": x_last, "episodes": col.take_episodes(),
+                       "norm": _norm_state(norm), "push_scale": float(env.push_scale), "logs": logs,
+                       "pid": os.getpid(), "rollout_s": rollout_s, "est_rmse_m_s": est_rmse,
+                       "estimator": None if est_opt is None else
+                       {k: v.numpy().copy() for k, v in ac.estimator.state_dict().items()}})
+            if est_opt is not None:
+                x = torch.as_tensor(ro.obs.reshape(-1, ro.obs.shape[-1])[:, :ac.actor_dim])
+                est_rmse = fit_estimator(ac.estimator, est_opt, x, col.vel, cfg, rng)
+    except Exception:                       # the learner raises it with the worker's traceback
+        with contextlib.suppress(Exception):
+            conn.send({"error": traceback.format_exc()})
+    finally:
+        conn.close()
+
+
+class AsyncCollector:
+    """``--async-rollout``: the robots step in a worker process (``_collector_worker``) while this process
+    runs the PPO update, so on two cores neither waits for the other. The worker collects rollout k + 1 with
+    the weights that come out of update k - 1 (``submit`` before the update, ``receive`` after it), so every
+    update learns from data one update old: policy lag 1, the same at any speed, so a run is reproducible.
+    The PPO ratio is taken against the policy that acted (the rollout's log-probabilities)."""
+
+    def __init__(self, cfg: HumanoidPPOConfig, norm: ObsNormalizer):
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")          # never fork a process that holds torch's thread pools
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_collector_worker, args=(child, cfg, _norm_state(norm)), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def submit(self, version: int, ac: AsymmetricActorCritic) -> None:
+        try:
+            self.conn.send(("collect", version, {k: v.detach().numpy().copy() for k, v in ac.state_dict().items()}))
+        except (BrokenPipeError, ConnectionResetError):
+            raise RuntimeError(f"the rollout worker died (exit code {self.proc.exitcode})") from None
+
+    def receive(self) -> dict:
+        try:
+            r = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"the rollout worker died (exit code {self.proc.exitcode})") from None
+        if "error" in r:
+            raise RuntimeError("the rollout worker failed:\n" + r["error"])
+        return r
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.send(("close",))
+        self.proc.join(timeout=5)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=5)
+
+
+def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
+    ac = _new_model(cfg, env)
+    opt = torch.optim.Adam(ac.parameters(), lr=cfg.learning_rate, eps=1e-5, fused=True)
+    est_opt = torch.optim.Adam(ac.estimator.parameters(), lr=1e-3) if ac.estimator is not None else None
+    norm = ObsNormalizer(env)
+    if cfg.resume:
+        prev, _ = load_checkpoint(cfg.resume)
+        if prev.model.state_dict().keys() != ac.state_dict().keys():
+            raise OnboardError("the checkpoint's actor differs from this run's", file=cfg.resume,
+                               field="gait_reference/symmetry",
+                               fix="resume with the checkpoint's --gait-reference and --symmetry")
+        ac.load_state_dict(prev.model.state_dict())
+        norm.frame, norm.critic = prev.norm.frame, prev.norm.critic
+    n_updates = max(1, cfg.total_steps // (cfg.num_envs * cfg.num_steps))
+    res = HumanoidTrainResult(ac, norm, cfg, env_meta={
+        "obs_spec": env.obs_spec, "history": env.history,
+        "dr_ranges": env.randomizer.ranges() if hasattr(env.randomizer, "ranges") else None})
+    col = worker = None
+    if cfg.async_rollout:
+        worker = AsyncCollector(cfg, norm)
+        worker.submit(0, ac)
+        update_threads = cfg.update_threads or 1      # the other core steps the robots meanwhile
+    else:
+        col = RolloutCollector(cfg, env, ac, norm)
+        update_threads = cfg.update_threads or max(cfg.torch_threads, cfg.workers)
+    ep = {"return": [], "steps": [], "fell": [], "lin_vel_err": []}
+    learn_s = rollout_s = 0.0
+    t0 = time.perf_counter()
+    try:
+        for upd in range(n_updates):
+            if cfg.anneal_lr:
+                opt.param_groups[0]["lr"] = cfg.learning_rate * (1 - upd / n_updates)
+            if worker is None:
+                x_last = col.collect(log)
+                ro, vel, lag = col.ro, col.vel, 0
+                for k, v in col.take_episodes().items():
+                    ep[k] += v
+                with torch.no_grad():
+                    last_val = ac.value(torch.as_tensor(x_last)).numpy()
+            else:
+                r = worker.receive()
+                if upd + 1 < n_updates:
+                    worker.submit(upd, ac)       # the next rollout acts with these weights (version upd) meanwhile
+                ro = Rollout(cfg.num_steps, cfg.num_envs, r["obs"].shape[-1], r["u"].shape[-1])
+                for k in ("obs", "u", "logp", "rew", "done"):
+                    setattr(ro, k, r[k])
+                vel, lag = None, upd - r["version"]
+                rollout_s += r["rollout_s"]
+                if r["estimator"] is not None:      # the estimate that acted in this rollout (fit by the worker)
+                    ac.estimator.load_state_dict({k: torch.as_tensor(v) for k, v in r["estimator"].items()})
+                for line in r["logs"]:
+                    log(line)
+                for k, v in r["episodes"].items():
+                    ep[k] += v
+                _set_norm_state(norm, r["norm"])
+                norm.sync(ac)
+                env.push_scale = r["push_scale"]
+                with torch.no_grad():   # values from the current critic (the rollout's are one update old)
+                    ro.val = ac.value(torch.as_tensor(ro.obs.reshape(-1, ro.obs.shape[-1]))).numpy().reshape(
+                        ro.rew.shape)
+                    last_val = ac.value(torch.as_tensor(r["x_last"])).numpy()
+            t_learn = time.perf_counter()
+            adv, ret = ro.advantages(last_val, cfg.gamma, cfg.gae_lambda)
+            x_all = torch.as_tensor(ro.obs.reshape(-1, ro.obs.shape[-1]))
+            torch.set_num_threads(update_threads)
+            v_all = ac.estimate(x_all)                 # fixed during the update: made once, not per minibatch
             with torch.no_grad():
-                kl = float(torch.distributions.kl_divergence(old, ac.dist(x_all)).sum(-1).mean())
-            lr = opt.param_groups[0]["lr"]
-            if kl > 2.0 * cfg.desired_kl:
-                lr = max(1e-5, lr / 1.5)
-            elif kl < 0.5 * cfg.desired_kl:
-                lr = min(1e-2, lr * 1.5)
-            opt.param_groups[0]["lr"] = lr
-            stats.update(kl=kl, lr=lr)
-        if est_opt is not None:
-            stats["est_rmse_m_s"] = fit_estimator(ac.estimator, est_opt, x_all[:, :ac.actor_dim], vel, cfg, rng)
-        torch.set_num_threads(cfg.torch_threads)
-        res.env_steps = (upd + 1) * cfg.num_envs * cfg.num_steps
-        stop = cfg.max_wall_s > 0 and time.perf_counter() - t0 > cfg.max_wall_s
-        if ep_ret and ((upd + 1) % cfg.log_every == 0 or upd == n_updates - 1 or stop):
-            row = {"update": upd + 1, "env_steps": res.env_steps, "wall_s": round(time.perf_counter() - t0, 1),
-                   "return": float(np.mean(ep_ret)), "episode_s": float(np.mean(ep_len)) * env.dt_s,
-                   "fall_rate": float(np.mean(ep_fell)), "lin_vel_err": float(np.mean(ep_lin)),
-                   "episodes": len(ep_ret), "std": float(ac.log_std.detach().exp().mean()),
-                   "push_scale": float(env.push_scale), **stats}
-            res.history.append(row)
-            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
-            ep_ret, ep_len, ep_fell, ep_lin = [], [], [], []
-        if stop:
-            log(json.dumps({"stopped": "max_wall_s", "update": upd + 1, "env_steps": res.env_steps}))
-            break
+                old = ac.dist(x_all, v_all)
+            stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng, aux=v_all)
+            if cfg.desired_kl > 0:
+                with torch.no_grad():
+                    kl = float(torch.distributions.kl_divergence(old, ac.dist(x_all, v_all)).sum(-1).mean())
+                lr = opt.param_groups[0]["lr"]
+                if kl > 2.0 * cfg.desired_kl:
+                    lr = max(1e-5, lr / 1.5)
+                elif kl < 0.5 * cfg.desired_kl:
+                    lr = min(1e-2, lr * 1.5)
+                opt.param_groups[0]["lr"] = lr
+                stats.update(kl=kl, lr=lr)
+            if est_opt is not None and worker is None:
+                stats["est_rmse_m_s"] = fit_estimator(ac.estimator, est_opt, x_all[:, :ac.actor_dim], vel, cfg, rng)
+            elif worker is not None and r["est_rmse_m_s"] is not None:
+                stats["est_rmse_m_s"] = r["est_rmse_m_s"]
+            torch.set_num_threads(cfg.torch_threads)
+            learn_s += time.perf_counter() - t_learn
+            res.env_steps = (upd + 1) * cfg.num_envs * cfg.num_steps
+            stop = cfg.max_wall_s > 0 and time.perf_counter() - t0 > cfg.max_wall_s
+            if ep["return"] and ((upd + 1) % cfg.log_every == 0 or upd == n_updates - 1 or stop):
+                row = {"update": upd + 1, "env_steps": res.env_steps, "wall_s": round(time.perf_counter() - t0, 1),
+                       "return": float(np.mean(ep["return"])), "episode_s": float(np.mean(ep["steps"])) * env.dt_s,
+                       "fall_rate": float(np.mean(ep["fell"])), "lin_vel_err": float(np.mean(ep["lin_vel_err"])),
+                       "episodes": len(ep["return"]), "std": float(ac.log_std.detach().exp().mean()),
+                       "push_scale": float(env.push_scale), **stats}
+                row["learn_s"] = learn_s       # this process's update time since the last row
+                if worker is not None:
+                    row.update(policy_lag=lag, rollout_s=rollout_s)   # the worker's rollout time, in parallel
+                learn_s = rollout_s = 0.0
+                res.history.append(row)
+                log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+                ep = {k: [] for k in ep}
+            if stop:
+                log(json.dumps({"stopped": "max_wall_s", "update": upd + 1, "env_steps": res.env_steps}))
+                break
+    finally:
+        if worker is not None:
+            worker.close()
     res.wall_s = time.perf_counter() - t0
     return res
 
@@ -958,6 +1151,10 @@ def main(argv=None) -> int:
                          "whatever the gait clock says (about 0.3); the clock's step timing otherwise makes a "
                          "robot pushed toward its stance leg wait up to 0.4 s for the leg it must step with. "
                          "Measured worse: 4%% against 64%% (docs/humanoid.md, session 9)")
+    ap.add_argument("--async-rollout", action="store_true",
+                    help="step all robots in one worker process (with a copy of the policy) while this process "
+                         "runs the PPO update, so on two cores neither waits; each update learns from the rollout "
+                         "of the weights one update older (policy lag 1). Replaces --workers")
     ap.add_argument("--update-threads", type=int, default=0, metavar="N",
                     help="torch threads for the PPO update and the estimator fit (default: --workers, since "
                          "the env workers idle meanwhile)")
@@ -1009,7 +1206,8 @@ def main(argv=None) -> int:
                                 update_threads=a.update_threads, side_step=a.side_step,
                                 capture_reward=a.capture_reward, estimator=a.estimator,
                                 placement_gain=a.placement_gain, gantry_starts=a.gantry_starts,
-                                physics_dt_s=a.physics_dt, clock_action=a.clock_action)
+                                physics_dt_s=a.physics_dt, clock_action=a.clock_action,
+                                async_rollout=a.async_rollout)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         if not a.clock_action:

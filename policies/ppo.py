@@ -160,7 +160,9 @@ class Rollout:
 
 # ---------------------------------------------------------------- algorithm
 def ppo_update(ac: ActorCritic, opt, ro: Rollout, adv: np.ndarray, ret: np.ndarray, cfg: PPOConfig,
-               rng: np.random.Generator) -> dict:
+               rng: np.random.Generator, aux: torch.Tensor | None = None) -> dict:
+    """``aux``: per-sample inputs the policy takes beside the observation and that stay fixed during the
+    update (rows as ``ro.obs`` flattened); each minibatch's rows go to ``ac.dist(obs, aux)``."""
     obs = torch.as_tensor(ro.obs.reshape(-1, ro.obs.shape[-1]))
     u = torch.as_tensor(ro.u.reshape(-1, ro.u.shape[-1]))
     logp_old = torch.as_tensor(ro.logp.reshape(-1))
@@ -172,7 +174,7 @@ def ppo_update(ac: ActorCritic, opt, ro: Rollout, adv: np.ndarray, ret: np.ndarr
         perm = rng.permutation(n)
         for s in range(0, n, mb):
             i = torch.as_tensor(perm[s:s + mb])
-            d = ac.dist(obs[i])
+            d = ac.dist(obs[i]) if aux is None else ac.dist(obs[i], aux[i])
             logp = d.log_prob(u[i]).sum(-1)
             ratio = (logp - logp_old[i]).exp()
             a = adv_t[i]

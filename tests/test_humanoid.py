@@ -574,13 +574,15 @@ def test_training_stream_limits_match_the_deployed_safety_filter_command_for_com
         assert np.allclose(got[0], want, atol=1e-12) and np.allclose(got[1], want, atol=1e-12)
 
 
-@pytest.mark.parametrize("flag,value,field,fix", [("--physics-dt", "0.003", "physics_dt_s", "--physics-dt 0.002"),
-                                                   ("--update-epochs", "0", "update_epochs", "--update-epochs")])
-def test_trainer_module_refuses_a_bad_option_with_exit_2_and_writes_nothing(tmp_path, flag, value, field, fix):
+@pytest.mark.parametrize("args,field,fix", [(["--physics-dt", "0.003"], "physics_dt_s", "--physics-dt 0.002"),
+                                            (["--update-epochs", "0"], "update_epochs", "--update-epochs"),
+                                            (["--async-rollout", "--workers", "2"], "workers", "drop --workers")],
+                         ids=["physics_dt", "update_epochs", "async_with_workers"])
+def test_trainer_module_refuses_a_bad_option_with_exit_2_and_writes_nothing(tmp_path, args, field, fix):
     import os
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, "-m", "policies.humanoid_ppo", flag, value, "--out",
+    r = subprocess.run([sys.executable, "-m", "policies.humanoid_ppo", *args, "--out",
                         str(tmp_path / "g1" / "policy"), "--eval-episodes", "0"], capture_output=True, text=True,
                        env=dict(os.environ, ORT_DISABLE_TELEMETRY="1"), timeout=120)
     assert r.returncode == 2, r.stderr
@@ -1115,3 +1117,50 @@ def test_clock_action_paces_the_gait_clock_and_is_refused_by_the_export(tmp_path
         export_humanoid(ck, tmp_path / "c.onnx")
     assert e.value.field == "clock_action" and "--clock-action" in e.value.fix
     assert not (tmp_path / "c.onnx").exists()
+
+
+def test_async_rollout_learns_one_update_behind_in_a_worker_process_and_reproduces_a_run():
+    """--async-rollout: the robots step in a worker process (with its own copy of the model and the
+    estimator fit) while the learner updates. Every update after the first learns from the rollout of the
+    weights one update older (policy lag 1), by schedule rather than by timing, so two runs with one seed
+    give the same weights; the worker is gone when training returns."""
+    torch = pytest.importorskip("torch")
+    import multiprocessing as mp
+
+    from policies.humanoid_ppo import HumanoidPPOConfig, _new_model, train
+    cfg = HumanoidPPOConfig(num_envs=4, num_steps=40, total_steps=4 * 40 * 4, history=2, hidden=(32, 32),
+                            critic_hidden=(32, 32), gait_reference=0.3, symmetry=True, estimator=True,
+                            placement_gain=0.4, physics_dt_s=0.005, async_rollout=True, log_every=1, seed=3)
+    runs = [train(cfg, log=lambda line: None) for _ in range(2)]
+    assert not mp.active_children()
+    a, b = runs
+    assert [r["policy_lag"] for r in a.history] == [0, 1, 1, 1] and a.env_steps == 640
+    assert all(r["rollout_s"] > 0 and r["learn_s"] > 0 for r in a.history)
+    assert "est_rmse_m_s" not in a.history[0] and np.isfinite(a.history[-1]["est_rmse_m_s"])
+    torch.manual_seed(3)
+    init = _new_model(cfg, HumanoidVecEnv(1, task="stand", history=2)).state_dict()
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)                     # the same run twice
+    assert not torch.equal(sa["critic.0.weight"], init["critic.0.weight"])   # and it learnt
+    est = [k for k in sa if k.startswith("estimator.") and k.endswith("weight")]
+    assert est and not all(torch.equal(sa[k], init[k]) for k in est)        # the worker's fit came back
+    assert a.norm.frame.count > 100                                         # so did the statistics
+
+
+def test_the_update_estimates_once_per_rollout_and_gets_the_same_policy():
+    """The PPO update passes the velocity estimate made once for the whole rollout; the actor's output
+    is the same as when it estimates for itself."""
+    torch = pytest.importorskip("torch")
+    from policies.humanoid_ppo import AsymmetricActorCritic
+    torch.manual_seed(0)
+    env = HumanoidVecEnv(1, task="stand", history=2)
+    for symmetry in (False, True):
+        ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, 12, (32, 32), (32, 32), -1.0, 0.3, 2, symmetry,
+                                   True, True, 0.4)
+        x = torch.randn(16, env.obs_dim + env.critic_dim)
+        v = ac.estimate(x)
+        assert v.shape == (16, 3) and not v.requires_grad
+        assert torch.allclose(ac.dist(x, v).mean, ac.dist(x).mean, atol=1e-6)
+        assert not torch.allclose(ac.dist(x, v + 1.0).mean, ac.dist(x).mean, atol=1e-3)   # v is really used
+    plain = AsymmetricActorCritic(env.obs_dim, env.critic_dim, 12, (32, 32), (32, 32))
+    assert plain.estimate(x) is None
