@@ -15,7 +15,13 @@ A third (``--physics-dt 0.005``) measures the coarser training sim: ``HumanoidVe
 and PPO training (push-recovery actor, 2 processes) at that physics step against the
 2 ms reference, same robots.
 
+A fourth (``--async-rollout``) measures PPO training with the push-recovery recipe at 5 ms
+physics two ways on two processes: ``--workers 2`` (both step robots, then both wait for the
+update) against ``--async-rollout`` (one steps robots while the other updates). Rates are
+taken between the first and last log rows, so process start-up is left out of both.
+
     .venv/bin/python -m bench.bench_humanoid_env [--n 64] [--seconds 2] [--workers 2] [--physics-dt 0.005]
+                                                 [--async-rollout]
 """
 from __future__ import annotations
 
@@ -48,8 +54,15 @@ def main(argv=None) -> int:
     ap.add_argument("--train-updates", type=int, default=40, help="PPO updates per training-throughput row")
     ap.add_argument("--physics-dt", type=float, default=0.0,
                     help="> 0: also compare a training sim at this physics step with the 2 ms reference (only)")
+    ap.add_argument("--async-rollout", action="store_true",
+                    help="only: PPO training (recipe, 5 ms) with --workers 2 against --async-rollout")
     a = ap.parse_args(argv)
     n = a.n
+    if a.async_rollout:
+        record(f"Humanoid: PPO training, --async-rollout vs --workers 2 (recipe, 5 ms physics, {n} robots)",
+               _async_rows(n, a), command=f".venv/bin/python -m bench.bench_humanoid_env --n {n} --async-rollout "
+                                          f"--train-updates {a.train_updates}", write=not a.no_write)
+        return 0
     if a.physics_dt > 0:
         record(f"Humanoid: {a.physics_dt * 1e3:g} ms training physics vs the 2 ms reference (G1 legs, DR, {n} robots)",
                _physics_dt_rows(n, a), command=f".venv/bin/python -m bench.bench_humanoid_env --n {n} --seconds "
@@ -113,6 +126,27 @@ def _physics_dt_rows(n: int, a) -> list[dict]:
         base.setdefault("train", r)
         rows.append({"what": f"PPO training, push-recovery actor, 2 processes, {dt * 1e3:g} ms physics",
                      "env_steps_per_s": r, "vs_2_ms": r / base["train"]})
+    return rows
+
+
+def _async_rows(n: int, a) -> list[dict]:
+    from policies.humanoid_ppo import HumanoidPPOConfig, train
+    rows, base = [], None
+    for name, kw in (("--workers 2 (synchronous)", dict(workers=2)),
+                     ("--async-rollout (policy lag 1)", dict(async_rollout=True))):
+        cfg = HumanoidPPOConfig(num_envs=n, total_steps=n * 24 * a.train_updates, physics_dt_s=0.005,
+                                log_every=10, **RECIPE, **kw)
+        h = train(cfg, log=lambda line: None).history
+        if len(h) < 2:
+            raise SystemExit("too few log rows: pass --train-updates 30 or more")
+        upd = h[-1]["update"] - h[0]["update"]
+        r = (h[-1]["env_steps"] - h[0]["env_steps"]) / (h[-1]["wall_s"] - h[0]["wall_s"])
+        base = base or r
+        rows.append({"what": f"PPO training, push-recovery recipe, 5 ms physics, {name}", "env_steps_per_s": r,
+                     "vs_workers_2": r / base,
+                     "learner_ms_per_update": 1e3 * sum(x["learn_s"] for x in h[1:]) / upd,
+                     "worker_rollout_ms_per_update": (1e3 * sum(x["rollout_s"] for x in h[1:]) / upd
+                                                      if "rollout_s" in h[-1] else "")})
     return rows
 
 

@@ -644,7 +644,8 @@ class AsyncCollector:
     runs the PPO update, so on two cores neither waits for the other. The worker collects rollout k + 1 with
     the weights that come out of update k - 1 (``submit`` before the update, ``receive`` after it), so every
     update learns from data one update old: policy lag 1, the same at any speed, so a run is reproducible.
-    The PPO ratio is taken against the policy that acted (the rollout's log-probabilities)."""
+    The update clips its ratio around the weights it starts from and weights each sample by how much more
+    likely those make its action than the acting weights did (``ppo_update``'s ``logp_prox``)."""
 
     def __init__(self, cfg: HumanoidPPOConfig, norm: ObsNormalizer):
         import multiprocessing as mp
@@ -746,7 +747,10 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
             v_all = ac.estimate(x_all)                 # fixed during the update: made once, not per minibatch
             with torch.no_grad():
                 old = ac.dist(x_all, v_all)
-            stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng, aux=v_all)
+                # with --async-rollout the rollout's actions came from the weights one update older
+                prox = None if worker is None else old.log_prob(torch.as_tensor(ro.u.reshape(-1, ro.u.shape[-1])))
+            stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng, aux=v_all,
+                               logp_prox=None if prox is None else prox.sum(-1))
             if cfg.desired_kl > 0:
                 with torch.no_grad():
                     kl = float(torch.distributions.kl_divergence(old, ac.dist(x_all, v_all)).sum(-1).mean())

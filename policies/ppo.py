@@ -159,13 +159,27 @@ class Rollout:
 
 
 # ---------------------------------------------------------------- algorithm
+IS_WEIGHT_MAX = 2.0      # truncation of the behaviour -> proximal importance weight (decoupled PPO)
+
+
 def ppo_update(ac: ActorCritic, opt, ro: Rollout, adv: np.ndarray, ret: np.ndarray, cfg: PPOConfig,
-               rng: np.random.Generator, aux: torch.Tensor | None = None) -> dict:
+               rng: np.random.Generator, aux: torch.Tensor | None = None,
+               logp_prox: torch.Tensor | None = None) -> dict:
     """``aux``: per-sample inputs the policy takes beside the observation and that stay fixed during the
-    update (rows as ``ro.obs`` flattened); each minibatch's rows go to ``ac.dist(obs, aux)``."""
+    update (rows as ``ro.obs`` flattened); each minibatch's rows go to ``ac.dist(obs, aux)``.
+
+    ``logp_prox``: log-probabilities of the rollout's actions under the weights the update starts from,
+    when those are not the weights that acted (``ro.logp``, e.g. one update older). Then the ratio is
+    clipped around these proximal weights and each sample is weighted by pi_prox / pi_behaviour
+    (truncated at IS_WEIGHT_MAX): the decoupled objective of Hilton et al. 2022, so that stale data
+    neither starts the update outside the clip range nor counts as if on-policy."""
     obs = torch.as_tensor(ro.obs.reshape(-1, ro.obs.shape[-1]))
     u = torch.as_tensor(ro.u.reshape(-1, ro.u.shape[-1]))
     logp_old = torch.as_tensor(ro.logp.reshape(-1))
+    weight = None
+    if logp_prox is not None:
+        weight = (logp_prox - logp_old).exp().clamp(max=IS_WEIGHT_MAX)
+        logp_old = logp_prox
     adv_t, ret_t = torch.as_tensor(adv.reshape(-1)), torch.as_tensor(ret.reshape(-1))
     n = len(obs)
     mb = n // cfg.num_minibatches
@@ -179,7 +193,8 @@ def ppo_update(ac: ActorCritic, opt, ro: Rollout, adv: np.ndarray, ret: np.ndarr
             ratio = (logp - logp_old[i]).exp()
             a = adv_t[i]
             a = (a - a.mean()) / (a.std() + 1e-8)
-            pg = torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+            pg = torch.max(-a * ratio, -a * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef))
+            pg = pg.mean() if weight is None else (weight[i] * pg).mean()
             v_loss = 0.5 * ((ac.value(obs[i]) - ret_t[i]) ** 2).mean()
             ent = d.entropy().sum(-1).mean()
             loss = pg + cfg.vf_coef * v_loss - cfg.ent_coef * ent

@@ -1164,3 +1164,38 @@ def test_the_update_estimates_once_per_rollout_and_gets_the_same_policy():
         assert not torch.allclose(ac.dist(x, v + 1.0).mean, ac.dist(x).mean, atol=1e-3)   # v is really used
     plain = AsymmetricActorCritic(env.obs_dim, env.critic_dim, 12, (32, 32), (32, 32))
     assert plain.estimate(x) is None
+
+
+def test_decoupled_ppo_clips_around_the_proximal_weights_and_equals_plain_ppo_when_on_policy():
+    """ppo_update(logp_prox=...): stale actions (behaviour log-probabilities 0.5 below the current ones) start
+    the plain update outside the clip range on every sample; the decoupled update starts inside it. With
+    proximal == behaviour it is plain PPO, step for step."""
+    torch = pytest.importorskip("torch")
+    import copy
+
+    from policies.humanoid_ppo import AsymmetricActorCritic, HumanoidPPOConfig
+    from policies.ppo import Rollout, ppo_update
+    torch.manual_seed(0)
+    ac = AsymmetricActorCritic(20, 10, 12, (32, 32), (32, 32))
+    ro = Rollout(8, 4, 30, 12)
+    ro.obs[:] = np.random.default_rng(0).normal(size=ro.obs.shape)
+    with torch.no_grad():
+        d = ac.dist(torch.as_tensor(ro.obs.reshape(-1, 30)))
+        u = d.sample()
+        prox = d.log_prob(u).sum(-1)
+    ro.u[:] = u.numpy().reshape(ro.u.shape)
+    adv = np.random.default_rng(1).normal(size=(8, 4)).astype(np.float32)
+    cfg = HumanoidPPOConfig(update_epochs=1, num_minibatches=1, num_envs=4, num_steps=8)
+
+    def run(logp_behaviour, logp_prox):
+        m = copy.deepcopy(ac)
+        ro.logp[:] = logp_behaviour.numpy().reshape(ro.logp.shape)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        return m, ppo_update(m, opt, ro, adv, adv, cfg, np.random.default_rng(2), logp_prox=logp_prox)
+
+    _, stale = run(prox - 0.5, None)
+    _, decoupled = run(prox - 0.5, prox)
+    assert stale["clip_frac"] == 1.0 and decoupled["clip_frac"] == 0.0
+    a, _ = run(prox, None)
+    b, _ = run(prox, prox)
+    assert all(torch.allclose(p, q, atol=1e-7) for p, q in zip(a.parameters(), b.parameters()))
