@@ -1156,9 +1156,10 @@ def main(argv=None) -> int:
                          "robot pushed toward its stance leg wait up to 0.4 s for the leg it must step with. "
                          "Measured worse: 4%% against 64%% (docs/humanoid.md, session 9)")
     ap.add_argument("--async-rollout", action="store_true",
-                    help="step all robots in one worker process (with a copy of the policy) while this process "
-                         "runs the PPO update, so on two cores neither waits; each update learns from the rollout "
-                         "of the weights one update older (policy lag 1). Replaces --workers")
+                    help="step all robots in one worker process (with a copy of the policy; it also fits the "
+                         "velocity estimator) while this process runs the PPO update, so on two cores neither "
+                         "waits; each update learns from the rollout of the weights one update older (policy "
+                         "lag 1) with decoupled clipping. Replaces --workers")
     ap.add_argument("--update-threads", type=int, default=0, metavar="N",
                     help="torch threads for the PPO update and the estimator fit (default: --workers, since "
                          "the env workers idle meanwhile)")

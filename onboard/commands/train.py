@@ -20,7 +20,8 @@ HELP = ("Train a policy: diffusion on a LeRobot v3 dataset, or PPO for the quadr
 POLICIES = ("diffusion", "ppo", "residual", "vla", "humanoid")
 # Extra options for policies.humanoid_ppo. push-recovery, pushes <= 1.0 m/s, leg hulls on: 80.5% (seed 1, 43 min,
 # 13.8 M env steps, 5 ms physics, evaluated at 2 ms; docs/humanoid.md session 10). On session 11's slower host the
-# same run got 8.1 M steps and 52%: the 43-min budget buys as many steps as the host gives.
+# same run got 8.1 M steps and 52%, on session 12's 7.2 M and 31%: the 43-min budget buys as many steps as the host
+# gives. --async-rollout instead of --workers 2 gave more steps (9.8 M) but learnt less from them (28%).
 HUMANOID_RECIPES = {
     "basic": [],
     "push-recovery": ["--step-in-place", "--gait-reference", "0.3", "--force-step", "--symmetry", "--estimator",
