@@ -482,6 +482,10 @@ class HumanoidTrainResult:
     env_meta: dict = field(default_factory=dict)
 
 
+EPISODE_KEYS = {"return": "episode_return", "steps": "episode_steps", "fell": "episode_fell",
+                "lin_vel_err": "episode_lin_vel_err"}       # training log name -> the env's info key
+
+
 def _env_kwargs(cfg: HumanoidPPOConfig) -> dict:
     dr = (cfg.dr_config or True) if cfg.dr else False
     return dict(task=cfg.task, dr=dr, seed=cfg.seed, history=cfg.history, step_in_place=cfg.step_in_place,
@@ -530,7 +534,7 @@ class RolloutCollector:
         self.limiter = StreamLimits(cfg.num_envs, env.dt_s) if cfg.stream_limits else None
         if self.limiter is not None:
             self.limiter.reset(np.arange(cfg.num_envs), [env.robot_state(i)["q"] for i in range(cfg.num_envs)])
-        self.episodes = {"return": [], "steps": [], "fell": [], "lin_vel_err": []}
+        self.episodes = {k: [] for k in EPISODE_KEYS}
 
     def take_episodes(self) -> dict:
         out, self.episodes = self.episodes, {k: [] for k in self.episodes}
@@ -570,8 +574,7 @@ class RolloutCollector:
                     xf = norm.both(info["final_obs"][tr], info["final_critic_obs"][tr])
                     with torch.no_grad():
                         rew[idx[tr]] += cfg.gamma * ac.value(torch.as_tensor(xf)).numpy()
-                for k, key in (("return", "episode_return"), ("steps", "episode_steps"), ("fell", "episode_fell"),
-                               ("lin_vel_err", "episode_lin_vel_err")):
+                for k, key in EPISODE_KEYS.items():
                     self.episodes[k] += info[key].tolist()
                 if self.curriculum is not None:
                     env.push_scale = self.curriculum.update(info["episode_fell"], log)
@@ -626,7 +629,7 @@ def _collector_worker(conn, cfg: HumanoidPPOConfig, norm_state) -> None:
             conn.send({"version": version, "obs": ro.obs, "u": ro.u, "logp": ro.logp, "rew": ro.rew,
                        "done": ro.done, "x_last": x_last, "episodes": col.take_episodes(),
                        "norm": _norm_state(norm), "push_scale": float(env.push_scale), "logs": logs,
-                       "pid": os.getpid(), "rollout_s": rollout_s, "est_rmse_m_s": est_rmse,
+                       "rollout_s": rollout_s, "est_rmse_m_s": est_rmse,
                        "estimator": None if est_opt is None else
                        {k: v.numpy().copy() for k, v in ac.estimator.state_dict().items()}})
             if est_opt is not None:
@@ -682,7 +685,9 @@ class AsyncCollector:
 def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
     ac = _new_model(cfg, env)
     opt = torch.optim.Adam(ac.parameters(), lr=cfg.learning_rate, eps=1e-5, fused=True)
-    est_opt = torch.optim.Adam(ac.estimator.parameters(), lr=1e-3) if ac.estimator is not None else None
+    # the learner fits the estimator itself, unless the --async-rollout worker does
+    est_opt = (torch.optim.Adam(ac.estimator.parameters(), lr=1e-3)
+               if ac.estimator is not None and not cfg.async_rollout else None)
     norm = ObsNormalizer(env)
     if cfg.resume:
         prev, _ = load_checkpoint(cfg.resume)
@@ -704,7 +709,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
     else:
         col = RolloutCollector(cfg, env, ac, norm)
         update_threads = cfg.update_threads or max(cfg.torch_threads, cfg.workers)
-    ep = {"return": [], "steps": [], "fell": [], "lin_vel_err": []}
+    ep = {k: [] for k in EPISODE_KEYS}
     learn_s = rollout_s = 0.0
     t0 = time.perf_counter()
     try:
@@ -748,9 +753,9 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
             with torch.no_grad():
                 old = ac.dist(x_all, v_all)
                 # with --async-rollout the rollout's actions came from the weights one update older
-                prox = None if worker is None else old.log_prob(torch.as_tensor(ro.u.reshape(-1, ro.u.shape[-1])))
-            stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng, aux=v_all,
-                               logp_prox=None if prox is None else prox.sum(-1))
+                prox = (None if worker is None else
+                        old.log_prob(torch.as_tensor(ro.u.reshape(-1, ro.u.shape[-1]))).sum(-1))
+            stats = ppo_update(ac, opt, ro, adv, ret, cfg, rng, aux=v_all, logp_prox=prox)
             if cfg.desired_kl > 0:
                 with torch.no_grad():
                     kl = float(torch.distributions.kl_divergence(old, ac.dist(x_all, v_all)).sum(-1).mean())
@@ -761,7 +766,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
                     lr = min(1e-2, lr * 1.5)
                 opt.param_groups[0]["lr"] = lr
                 stats.update(kl=kl, lr=lr)
-            if est_opt is not None and worker is None:
+            if est_opt is not None:
                 stats["est_rmse_m_s"] = fit_estimator(ac.estimator, est_opt, x_all[:, :ac.actor_dim], vel, cfg, rng)
             elif worker is not None and r["est_rmse_m_s"] is not None:
                 stats["est_rmse_m_s"] = r["est_rmse_m_s"]
