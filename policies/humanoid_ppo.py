@@ -38,9 +38,10 @@ import torch.nn as nn
 
 from onboard.errors import OnboardError
 from policies.ppo import Rollout, RunningMeanStd, mlp, ppo_update
-from sim.humanoid_env import (ACTION_CLIP, ACTION_SCALE, FRAME_DIM, GAIT_LIFT_PATTERN, JOINT_MIRROR, KNEES, OBS_SPEC,
-                              PRIVILEGED_SPEC, HumanoidVecEnv, ShardedHumanoidEnv, actor_mirror, clock_rate,
-                              history_layout, physics_substeps)
+from sim.humanoid_env import (ACTION_CLIP, ACTION_SCALE, FRAME_DIM, GAIT_LIFT_PATTERN, GAIT_PERIOD_S, JOINT_MIRROR,
+                              KNEES, OBS_SPEC, PRIVILEGED_SPEC, HumanoidVecEnv, ShardedHumanoidEnv, actor_mirror,
+                              check_gait_period, clock_rate, gait_period_of_contract, history_layout,
+                              physics_substeps)
 
 EXPORT_ACTION_BOUND = ACTION_CLIP   # |a| <= 10: PD target within 2.5 rad of the default pose, the training env's own
 #                                     bound (sim.humanoid_env.ACTION_CLIP); the safety filter clamps to the joint limits.
@@ -99,6 +100,7 @@ class HumanoidPPOConfig:
     physics_dt_s: float = 0.002          # training sim's physics + PD step; evaluation always runs the 2 ms reference
     clock_action: bool = False           # the policy paces the gait clock (a 13th action; not exportable yet)
     async_rollout: bool = False          # robots step in a worker process during the update (policy lag 1)
+    gait_period_s: float = GAIT_PERIOD_S  # the gait clock's period (one left + one right step); in the contract
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -121,6 +123,7 @@ class HumanoidPPOConfig:
                                fix="pass --update-epochs between 1 and about 10 (default 5)")
         if self.history < 1:
             raise OnboardError(f"history {self.history} < 1", field="history", fix="use 1 or more frames")
+        check_gait_period(self.gait_period_s)
         if not 0.0 <= self.gait_reference <= 0.5:
             raise OnboardError(f"gait_reference {self.gait_reference} rad outside [0, 0.5]", field="gait_reference",
                                fix="pass --gait-reference between 0 (off) and 0.5 rad (about 0.3 lifts the foot 6 cm)")
@@ -490,7 +493,8 @@ def _env_kwargs(cfg: HumanoidPPOConfig) -> dict:
     dr = (cfg.dr_config or True) if cfg.dr else False
     return dict(task=cfg.task, dr=dr, seed=cfg.seed, history=cfg.history, step_in_place=cfg.step_in_place,
                 gait_reference=cfg.gait_reference if cfg.reference_reward else 0.0, capture_reward=cfg.capture_reward,
-                gantry_starts=cfg.gantry_starts, physics_dt_s=cfg.physics_dt_s, clock_action=cfg.clock_action)
+                gantry_starts=cfg.gantry_starts, physics_dt_s=cfg.physics_dt_s, clock_action=cfg.clock_action,
+                gait_period_s=cfg.gait_period_s)
 
 
 def _new_model(cfg: HumanoidPPOConfig, env) -> AsymmetricActorCritic:
@@ -912,7 +916,7 @@ def build_contract(res: HumanoidTrainResult, ck: dict, *, onnx_name: str, robot:
                     "train_wall_s": ck.get("wall_s"), "dr_ranges": (ck.get("env_meta") or {}).get("dr_ranges"),
                     "evaluation": evaluation, "torch_version": torch.__version__,
                     "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
-        extra={"obs_clip": 10.0, "history": H, "task": cfg.task, "gait_period_s": 0.8,
+        extra={"obs_clip": 10.0, "history": H, "task": cfg.task, "gait_period_s": cfg.gait_period_s,
                "gait_reference_rad": cfg.gait_reference, "velocity_estimator": cfg.estimator,
                "placement_gain_rad_per_m_s": cfg.placement_gain, "gantry_starts": cfg.gantry_starts,
                "early_touchdown": cfg.early_touchdown, "side_step_m_s": cfg.side_step,
@@ -984,6 +988,7 @@ def torch_act_fn(res: HumanoidTrainResult, num_envs: int | None = None):
     if limited:
         act.state = state
     act.clock = res.config.clock_action     # returns (n, 13): targets and the gait clock's rate
+    act.gait_period_s = res.config.gait_period_s
     return act
 
 
@@ -1004,6 +1009,7 @@ def runtime_act_fn(artifact: str | Path, num_envs: int, safety: bool = True):
         filters = [SafetyFilter(profile, envelope) for _ in range(num_envs)]
     rt = PolicyRuntime(artifact, robot="g1_12dof", safety=filters, num_envs=num_envs)
     state = {"t": np.zeros(num_envs), "rt": rt, "filters": filters}
+    period = gait_period_of_contract(rt.contract, str(artifact))
 
     def act(obs, env, reset_idx=None):
         if reset_idx is not None:
@@ -1016,6 +1022,7 @@ def runtime_act_fn(artifact: str | Path, num_envs: int, safety: bool = True):
         state["t"] += env.dt_s
         return cmd
     act.state = state
+    act.gait_period_s = period      # the env builds the observation with the artifact's own gait period
     return act
 
 
@@ -1031,7 +1038,9 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
     Held-out seeds: ``seed`` is far from the training seeds. Each env slot scores its first episode.
     ``make_env(n, seed)`` swaps the simulator (e.g. ``sim.g1_pybullet.G1PyBulletEnv`` for sim-to-sim).
     ``gantry_s`` (low, high): every episode starts on the gantry for U(low, high) s with the policy acting,
-    then is let go (the deployment's start, ``humanoid_sim_node``)."""
+    then is let go (the deployment's start, ``humanoid_sim_node``). The gait period is the policy's own
+    (``act_fn.gait_period_s``: its config, or its artifact's contract)."""
+    period = getattr(act_fn, "gait_period_s", GAIT_PERIOD_S)
     fell, lin_err, yaw_err, lengths, dampings, pushes = [], [], [], [], 0, []
     clock = getattr(act_fn, "clock", False)          # a policy that paces the gait clock (torch only)
     if clock and make_env is not None:
@@ -1042,8 +1051,11 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
         n = min(num_envs, episodes - r * num_envs)
         env = (make_env(n, seed + r) if make_env is not None else
                HumanoidVecEnv(n, task=task, dr=dr, seed=seed + r, history=history, episode_s=episode_s,
-                              clock_action=clock,
+                              clock_action=clock, gait_period_s=period,
                               **({} if gantry_s is None else {"gantry_starts": 1.0, "gantry_s": gantry_s})))
+        if getattr(env, "gait_period_s", period) != period:
+            raise OnboardError(f"the env's gait period {env.gait_period_s} s is not the policy's {period} s",
+                               field="gait_period_s", fix="build make_env's env with gait_period_s=act_fn.gait_period_s")
         obs, _ = env.reset()
         if hasattr(act_fn, "state"):
             act_fn(obs, env, reset_idx=np.arange(n))
@@ -1109,9 +1121,11 @@ def evaluate_artifacts(prefix: str, *, task: str = "stand", episodes: int = 100,
     log(json.dumps({"runtime_safety_mujoco_dr": out["runtime_safety_mujoco_dr"]}))
     if pybullet_episodes:
         from sim.g1_pybullet import G1PyBulletEnv
+        act = runtime_act_fn(f"{prefix}.onnx", 1)
         out["runtime_safety_pybullet"] = evaluate(
-            runtime_act_fn(f"{prefix}.onnx", 1), task=task, episodes=pybullet_episodes, history=H, num_envs=1,
-            make_env=lambda n, seed: G1PyBulletEnv(seed=seed, history=H, task=task))
+            act, task=task, episodes=pybullet_episodes, history=H, num_envs=1,
+            make_env=lambda n, seed: G1PyBulletEnv(seed=seed, history=H, task=task,
+                                                   gait_period_s=act.gait_period_s))
         log(json.dumps({"runtime_safety_pybullet": out["runtime_safety_pybullet"]}))
     if task == "walk":
         for vx in (0.3, 0.5):
@@ -1188,6 +1202,10 @@ def main(argv=None) -> int:
                     help="the training sim's physics and PD step (0.002 = the reference sim; 0.005 = legged_gym's "
                          "200 Hz: the env steps 1.97x, PPO training 1.23x as fast, bench_humanoid_env --physics-dt). "
                          "Evaluation always runs at 0.002, so the figures include the transfer")
+    ap.add_argument("--gait-period", type=float, default=HumanoidPPOConfig.gait_period_s, metavar="S",
+                    help="the gait clock's period, one left + one right step (0.8 = unitree_rl_gym's G1; 0.4-1.2). "
+                         "A shorter period gives a pushed robot its next step sooner. The contract records it "
+                         "(extra.gait_period_s) and the evaluation, sim2sim and the robot nodes run the policy with it")
     ap.add_argument("--clock-action", action="store_true",
                     help="the policy paces the gait clock: a 13th action runs it at 0.5x-2.5x real time, so a "
                          "robot pushed toward its stance leg can hurry that leg's turn to step. Torch evaluation "
@@ -1217,7 +1235,7 @@ def main(argv=None) -> int:
                                 capture_reward=a.capture_reward, estimator=a.estimator,
                                 placement_gain=a.placement_gain, gantry_starts=a.gantry_starts,
                                 physics_dt_s=a.physics_dt, clock_action=a.clock_action,
-                                async_rollout=a.async_rollout)
+                                async_rollout=a.async_rollout, gait_period_s=a.gait_period)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         if not a.clock_action:

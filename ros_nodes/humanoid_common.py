@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from sim.g1_model import quat_rotate_inverse, rpy_from_quat
-from sim.humanoid_env import ACTION_SCALE, FRAME_DIM, OBS_SPEC, build_frame, history_layout
+from sim.humanoid_env import ACTION_SCALE, FRAME_DIM, GAIT_PERIOD_S, OBS_SPEC, build_frame, history_layout
 
 JOINT_STATE_TOPIC = "/g1/joint_states"
 IMU_TOPIC = "/g1/imu"
@@ -107,14 +107,16 @@ def leg_state(q, dq, quat_wxyz, gyro) -> dict:
 
 # ---- observation --------------------------------------------------------------------------
 
-def frame_from_state(q, dq, quat_wxyz, gyro, command, last_action, t_s, default_pose) -> np.ndarray:
-    """One 47-D frame (the env's ``build_frame``) from one robot's measured state."""
+def frame_from_state(q, dq, quat_wxyz, gyro, command, last_action, t_s, default_pose,
+                     period_s: float = GAIT_PERIOD_S) -> np.ndarray:
+    """One 47-D frame (the env's ``build_frame``) from one robot's measured state; ``period_s`` is the
+    artifact's gait period (``sim.humanoid_env.gait_period_of_contract``)."""
     quat = np.asarray(quat_wxyz, float)[None]
     grav = quat_rotate_inverse(quat, np.array([[0.0, 0.0, -1.0]]))
     return build_frame(np.asarray(gyro, float)[None], grav, np.asarray(q, float)[None],
                        np.asarray(dq, float)[None], np.asarray(command, float)[None],
                        np.asarray(last_action, float)[None], np.array([float(t_s)]),
-                       np.asarray(default_pose, float))[0]
+                       np.asarray(default_pose, float), period_s)[0]
 
 
 def last_action_of(q_target, default_pose) -> np.ndarray:

@@ -62,6 +62,7 @@ class HumanoidPolicyLoop:
             from onboard.paths import config_dir
             from policies.runtime import PolicyRuntime
             from ros_nodes.humanoid_common import ObservationHistory, history_of_contract
+            from sim.humanoid_env import gait_period_of_contract
             from sim2real.humanoid_supervisor import HumanoidSupervisor
             from sim2real.safety import SafetyFilter
             if self.profile.kind != "humanoid":
@@ -75,6 +76,7 @@ class HumanoidPolicyLoop:
             self.sup = HumanoidSupervisor(self.safety)
             self.default_pose = self.sup.default_pose
             self.history = ObservationHistory(history_of_contract(self.contract))
+            self.gait_period_s = gait_period_of_contract(self.contract, artifact)
             self.ok = True
         except Exception as exc:  # noqa: BLE001 - reported on /diagnostics; strict mode exits
             self.error = str(exc)
@@ -134,7 +136,7 @@ class HumanoidPolicyLoop:
         if fresh:
             self.history.push(frame_from_state(self.q, self.dq, self.quat, self.gyro, self.command,
                                                self.last_action, self.active_steps / self.control_rate_hz,
-                                               self.default_pose))
+                                               self.default_pose, self.gait_period_s))
         target = None
         if sup.mode == ACTIVE and fresh:
             c0 = time.perf_counter()

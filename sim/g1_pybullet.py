@@ -42,8 +42,8 @@ import numpy as np
 
 from sim.g1_model import leg_hull, load_description, quat_rotate_inverse, rpy_from_quat, standing_height_m
 from sim.g1_urdf import link_inertia, principal_axes, write_g1_urdf
-from sim.humanoid_env import (ACTION_SCALE, EPISODE_S, FALL_HEIGHT_M, FALL_TILT_RAD, FRAME_DIM, build_frame,
-                              history_layout)
+from sim.humanoid_env import (ACTION_SCALE, EPISODE_S, FALL_HEIGHT_M, FALL_TILT_RAD, FRAME_DIM, GAIT_PERIOD_S,
+                              build_frame, check_gait_period, history_layout)
 
 PHYSICS_DT_S = 0.002          # 500 Hz physics and PD, as in sim.g1_model
 POLICY_DT_S = 0.02
@@ -112,11 +112,12 @@ class G1PyBulletEnv:
     num_envs = 1
 
     def __init__(self, seed: int = 0, history: int = 5, episode_s: float = EPISODE_S, pushes: bool = True,
-                 task: str = "stand", leg_hulls: bool = True):
+                 task: str = "stand", leg_hulls: bool = True, gait_period_s: float = GAIT_PERIOD_S):
         import pybullet as pb
         self.pb = pb
         self.desc = load_description()
         self.history = int(history)
+        self.gait_period_s = check_gait_period(gait_period_s)    # the policy's (its contract's extra.gait_period_s)
         self.default_pose = self.desc.default_pose.copy()
         self.dt_s = POLICY_DT_S
         self.substeps = int(round(POLICY_DT_S / PHYSICS_DT_S))
@@ -216,7 +217,7 @@ class G1PyBulletEnv:
         qpos, qvel = self._state()
         grav = quat_rotate_inverse(qpos[None, 3:7], np.array([[0.0, 0.0, -1.0]]))
         return build_frame(qvel[None, 3:6], grav, qpos[None, 7:], qvel[None, 6:], self.command, self.last_action,
-                           np.array([self.t_step * self.dt_s]), self.default_pose)
+                           np.array([self.t_step * self.dt_s]), self.default_pose, self.gait_period_s)
 
     def _observe(self):
         return self.hist.reshape(1, -1)[:, self._perm]

@@ -17,7 +17,7 @@ finished robots (their final observations are in ``info``). Returns
 Observation frame (47, ``OBS_SPEC``, unitree_rl_gym G1 convention): base angular
 velocity x0.25 (body), projected gravity (body), velocity command x[2, 2, 0.25],
 joint pos - default, joint vel x0.05, last action, sin/cos of the gait phase
-(period 0.8 s). The actor sees the last ``history`` frames, oldest first.
+(``gait_period_s``, 0.8 s by default). The actor sees the last ``history`` frames, oldest first.
 Measurements are delayed by the observation FIFO and noisy when DR says so.
 
 Action (12,): joint offsets; PD target = default_pose + 0.25 * action (clipped
@@ -41,14 +41,15 @@ import math
 import mujoco
 import numpy as np
 
-from onboard.errors import ConfigError
+from onboard.errors import ConfigError, ContractError
 from sim.g1_model import (PHYSICS_DT_S, POLICY_DT_S, RobotIndex, build_model, load_description,
                           quat_rotate_inverse, rpy_from_quat, standing_height_m)
 
 TASKS = ("stand", "walk")
 ACTION_SCALE = 0.25
 ACTION_CLIP = 10.0
-GAIT_PERIOD_S = 0.8
+GAIT_PERIOD_S = 0.8                    # s, one left + one right step (unitree_rl_gym's G1); the default gait period
+GAIT_PERIOD_RANGE_S = (0.4, 1.2)      # gait periods a policy may be trained with (check_gait_period)
 CMD_SCALE = np.array([2.0, 2.0, 0.25])
 FIFO_LEN = 16                          # physics steps (32 ms) of history for the delay lines
 EPISODE_S = 20.0
@@ -65,7 +66,7 @@ OBS_SPEC = [
     {"name": "joint_pos_rel", "shape": [12], "units": "rad, q - default_pose"},
     {"name": "joint_vel", "shape": [12], "units": "rad/s x0.05"},
     {"name": "last_action", "shape": [12], "units": "1, previous action (target = default + 0.25 a)"},
-    {"name": "gait_phase", "shape": [2], "units": "sin, cos of 2 pi t / 0.8 s"},
+    {"name": "gait_phase", "shape": [2], "units": "sin, cos of 2 pi t / T, T = the gait period (extra.gait_period_s)"},
 ]
 FRAME_DIM = sum(k["shape"][0] for k in OBS_SPEC)          # 47
 PRIVILEGED_SPEC = [
@@ -91,10 +92,35 @@ TERMINATION_PENALTY = -5.0
 TRACKING_SIGMA = 0.25
 
 
-def build_frame(ang_vel, gravity, q, dq, command, last_action, t_s, default_pose) -> np.ndarray:
+def check_gait_period(period_s) -> float:
+    """The gait period [s] (one left + one right step), or a ConfigError naming ``gait_period_s``."""
+    p = float(period_s)
+    if not GAIT_PERIOD_RANGE_S[0] <= p <= GAIT_PERIOD_RANGE_S[1]:
+        raise ConfigError(f"gait_period_s {period_s} outside {list(GAIT_PERIOD_RANGE_S)} s", field="gait_period_s",
+                          fix=f"pass a gait period between {GAIT_PERIOD_RANGE_S[0]} and {GAIT_PERIOD_RANGE_S[1]} s "
+                              f"(unitree_rl_gym's G1: {GAIT_PERIOD_S})")
+    return p
+
+
+def gait_period_of_contract(contract, source: str | None = None) -> float:
+    """The gait period [s] an artifact's policy was trained with (``extra.gait_period_s``; 0.8 s for
+    artifacts written before it was a choice); a bad value is a ContractError naming the file and field."""
+    p = (contract.extra or {}).get("gait_period_s", GAIT_PERIOD_S)
+    try:
+        return check_gait_period(p)
+    except (ConfigError, TypeError, ValueError):
+        raise ContractError(f"gait period {p!r} is not a number in {list(GAIT_PERIOD_RANGE_S)} s", file=source,
+                            field="extra.gait_period_s",
+                            fix="re-export the artifact from its policy.pt (onboard export), which writes the "
+                                "period it was trained with") from None
+
+
+def build_frame(ang_vel, gravity, q, dq, command, last_action, t_s, default_pose,
+                period_s: float = GAIT_PERIOD_S) -> np.ndarray:
     """The 47-D observation frame from measured quantities (n, .): the one observation builder
-    (MuJoCo env, PyBullet sim2sim, robot nodes)."""
-    phase = 2 * math.pi * np.asarray(t_s, float) / GAIT_PERIOD_S
+    (MuJoCo env, PyBullet sim2sim, robot nodes). ``period_s``: the policy's gait period (its contract's
+    ``extra.gait_period_s``)."""
+    phase = 2 * math.pi * np.asarray(t_s, float) / period_s
     return np.concatenate([ang_vel * 0.25, gravity, command * CMD_SCALE, q - default_pose, dq * 0.05,
                            last_action, np.sin(phase)[:, None], np.cos(phase)[:, None]], axis=1).astype(np.float32)
 
@@ -126,9 +152,9 @@ def clock_rate(a) -> np.ndarray:
     return np.clip(1.0 + 0.5 * np.asarray(a, float), *CLOCK_RATE_RANGE)
 
 
-def knee_reference(t_s, amplitude_rad: float, default_pose) -> np.ndarray:
+def knee_reference(t_s, amplitude_rad: float, default_pose, period_s: float = GAIT_PERIOD_S) -> np.ndarray:
     """(n, 2) left/right knee angle [rad] of the stepping-in-place reference at time ``t_s``."""
-    sin = np.sin(2 * math.pi * np.asarray(t_s, float) / GAIT_PERIOD_S)
+    sin = np.sin(2 * math.pi * np.asarray(t_s, float) / period_s)
     lift = np.stack([np.maximum(-sin, 0), np.maximum(sin, 0)], -1)
     return np.asarray(default_pose)[KNEES] + amplitude_rad * lift @ GAIT_LIFT_PATTERN[:, KNEES]
 
@@ -208,7 +234,8 @@ class HumanoidVecEnv:
     def __init__(self, num_envs: int = 1, task: str = "stand", dr=False, seed: int = 0, history: int = 5,
                  episode_s: float = EPISODE_S, reward_scales: dict | None = None, step_in_place: bool = False,
                  gait_reference: float = 0.0, capture_reward: float = 0.0, gantry_starts: float = 0.0,
-                 gantry_s: tuple = GANTRY_S, physics_dt_s: float = PHYSICS_DT_S, clock_action: bool = False):
+                 gantry_s: tuple = GANTRY_S, physics_dt_s: float = PHYSICS_DT_S, clock_action: bool = False,
+                 gait_period_s: float = GAIT_PERIOD_S):
         if task not in TASKS:
             raise ConfigError(f"unknown humanoid task '{task}'", field="task", fix=f"use one of {list(TASKS)}")
         if int(history) < 1:
@@ -216,6 +243,9 @@ class HumanoidVecEnv:
         # physics_dt_s: the physics and PD step. 2 ms is the reference sim (evaluation, sim2sim, the robot
         # nodes); a coarser step (4 or 5 ms, legged_gym's 200 Hz) is a cheaper training sim, a divisor of 20 ms.
         substeps = physics_substeps(physics_dt_s)
+        # gait_period_s: one left + one right step of the gait clock (the observation's phase, the stance
+        # windows of the contact reward, the knee reference); a policy keeps the period it was trained with.
+        self.gait_period_s = check_gait_period(gait_period_s)
         self.num_envs, self.task, self.history = int(num_envs), task, int(history)
         self.physics_dt_s = float(physics_dt_s)
         self.desc = load_description()
@@ -475,7 +505,7 @@ class HumanoidVecEnv:
             qpos, qvel = self.qpos, self.qvel
         ang, grav, q, dq = self._measured(qpos, qvel, noisy)
         return build_frame(ang, grav, q, dq, self.command, self.last_action, self.gait_clock_s(),
-                           self.default_pose)
+                           self.default_pose, self.gait_period_s)
 
     def gait_clock_s(self) -> np.ndarray:
         """(n,) the gait clock [s]: the episode time, or with ``clock_action`` the policy-paced clock."""
@@ -619,7 +649,7 @@ class HumanoidVecEnv:
         self.last_dq = dq.copy()
         e_lin_sq = np.sum((self.command[:, :2] - v[:, :2]) ** 2, 1)
         e_yaw_sq = (self.command[:, 2] - w[:, 2]) ** 2
-        phase = (self.gait_clock_s() / GAIT_PERIOD_S) % 1.0
+        phase = (self.gait_clock_s() / self.gait_period_s) % 1.0
         stance = np.stack([phase < 0.55, (phase + 0.5) % 1.0 < 0.55], 1)
         hip = np.r_[1, 2, 7, 8]
         height = self.qpos[:, 2]
@@ -648,7 +678,7 @@ class HumanoidVecEnv:
         if self.gait_reference > 0:
             # the reference the actor saw: the phase of the observation this action answered (one step ago)
             answered = self._prev_clock_s if self.clock_action else (self.t_step - 1) * dt
-            knee_ref = knee_reference(answered, self.gait_reference, self.default_pose)
+            knee_ref = knee_reference(answered, self.gait_reference, self.default_pose, self.gait_period_s)
             terms["knee_reference"] = np.exp(-4.0 * np.abs(q[:, KNEES] - knee_ref).sum(1))
         if s.get("capture_step", 0.0):
             touchdown = contact & ~self.last_contact

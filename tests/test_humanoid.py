@@ -576,8 +576,9 @@ def test_training_stream_limits_match_the_deployed_safety_filter_command_for_com
 
 @pytest.mark.parametrize("args,field,fix", [(["--physics-dt", "0.003"], "physics_dt_s", "--physics-dt 0.002"),
                                             (["--update-epochs", "0"], "update_epochs", "--update-epochs"),
-                                            (["--async-rollout", "--workers", "2"], "workers", "drop --workers")],
-                         ids=["physics_dt", "update_epochs", "async_with_workers"])
+                                            (["--async-rollout", "--workers", "2"], "workers", "drop --workers"),
+                                            (["--gait-period", "2"], "gait_period_s", "between 0.4 and 1.2 s")],
+                         ids=["physics_dt", "update_epochs", "async_with_workers", "gait_period"])
 def test_trainer_module_refuses_a_bad_option_with_exit_2_and_writes_nothing(tmp_path, args, field, fix):
     import os
     import subprocess
@@ -1117,6 +1118,55 @@ def test_clock_action_paces_the_gait_clock_and_is_refused_by_the_export(tmp_path
         export_humanoid(ck, tmp_path / "c.onnx")
     assert e.value.field == "clock_action" and "--clock-action" in e.value.fix
     assert not (tmp_path / "c.onnx").exists()
+
+
+def test_gait_period_is_the_policys_own_from_training_to_the_artifact_the_evaluation_and_the_node(tmp_path):
+    """--gait-period: the env's observed phase and knee reference run at the chosen period; a policy trained
+    with it carries it in its contract (extra.gait_period_s), and the evaluation (runtime + filter) and the
+    robot node's loop build their observations with the artifact's period, not the default."""
+    pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from onboard.errors import ContractError, OnboardError
+    from policies.humanoid_ppo import (HumanoidPPOConfig, evaluate, export_humanoid, runtime_act_fn, save_checkpoint,
+                                       torch_act_fn, train)
+    from ros_nodes.humanoid_policy_node import HumanoidPolicyLoop
+    from sim.humanoid_env import GAIT_PERIOD_S, gait_period_of_contract, knee_reference
+    env = HumanoidVecEnv(2, task="stand", history=2, seed=0, gait_period_s=0.6, step_in_place=True)
+    obs, _ = env.reset()
+    for _ in range(10):
+        obs, *_ = env.step(np.zeros((2, 12)))
+    t = env.t_step * env.dt_s
+    np.testing.assert_allclose(env.split_obs(obs)["gait_phase"][:, [-2, -1]],
+                               np.c_[np.sin(2 * np.pi * t / 0.6), np.cos(2 * np.pi * t / 0.6)], atol=1e-6)
+    # a quarter period in, the left knee of the reference is fully lifted at 0.6 s and not yet at 0.8 s
+    lifted = knee_reference(np.array([0.45]), 0.3, env.default_pose, 0.6)[0]
+    assert lifted[0] == pytest.approx(env.default_pose[3] + 0.6)
+    assert knee_reference(np.array([0.45]), 0.3, env.default_pose)[0][0] < lifted[0] - 0.05
+    with pytest.raises(ConfigError) as e:
+        HumanoidVecEnv(1, gait_period_s=0.2)
+    assert e.value.field == "gait_period_s"
+    cfg = HumanoidPPOConfig(num_envs=4, num_steps=8, total_steps=64, history=2, hidden=(32, 32),
+                            critic_hidden=(32, 32), gait_period_s=0.6)
+    res = train(cfg, log=lambda line: None)
+    assert torch_act_fn(res).gait_period_s == 0.6
+    ck = save_checkpoint(res, tmp_path / "p.pt")
+    contract = export_humanoid(ck, tmp_path / "p.onnx")
+    assert contract.extra["gait_period_s"] == 0.6
+    act = runtime_act_fn(tmp_path / "p.onnx", 1)
+    assert act.gait_period_s == 0.6
+    r = evaluate(act, episodes=1, num_envs=1, history=2, episode_s=0.2)
+    assert r["episodes"] == 1
+    with pytest.raises(OnboardError) as e:       # a simulator built with another period is refused
+        evaluate(runtime_act_fn(tmp_path / "p.onnx", 1), episodes=1, num_envs=1, history=2, episode_s=0.2,
+                 make_env=lambda n, seed: HumanoidVecEnv(n, history=2, seed=seed, episode_s=0.2))
+    assert e.value.field == "gait_period_s"
+    assert HumanoidPolicyLoop(str(tmp_path / "p.onnx")).gait_period_s == 0.6
+    # artifacts from before the option carry 0.8; a bad value names the field and the fix
+    assert gait_period_of_contract(SimpleNamespace(extra={})) == GAIT_PERIOD_S == 0.8
+    with pytest.raises(ContractError) as e:
+        gait_period_of_contract(SimpleNamespace(extra={"gait_period_s": "fast"}), "p.onnx")
+    assert e.value.field == "extra.gait_period_s" and "re-export" in e.value.fix and e.value.file == "p.onnx"
 
 
 def test_async_rollout_learns_one_update_behind_in_a_worker_process_and_reproduces_a_run():

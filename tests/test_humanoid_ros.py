@@ -55,18 +55,20 @@ def test_imu_and_joint_state_messages_carry_the_sim_state_in_joint_order():
     assert np.allclose(st["specific_force"], [0, 0, 9.81])        # hung still: gravity's reaction only
 
 
-def test_observation_history_from_measured_state_equals_the_env_observation():
-    """The node's observation (measured q, dq, quat, gyro -> env builder) is the env's, frame for frame."""
+@pytest.mark.parametrize("period", [0.8, 0.6])
+def test_observation_history_from_measured_state_equals_the_env_observation(period):
+    """The node's observation (measured q, dq, quat, gyro -> env builder) is the env's, frame for frame,
+    with the artifact's gait period."""
     from ros_nodes.humanoid_common import ObservationHistory, frame_from_state
     from sim.humanoid_env import HumanoidVecEnv
-    env = HumanoidVecEnv(1, task="walk", history=3, seed=4)
+    env = HumanoidVecEnv(1, task="walk", history=3, seed=4, gait_period_s=period)
     obs, _ = env.reset()
     hist = ObservationHistory(3)
     rng = np.random.default_rng(0)
     for k in range(6):
         s = env.robot_state(0)
         hist.push(frame_from_state(s["q"], s["dq"], s["quat"], s["gyro"], env.command[0], env.last_action[0],
-                                   env.t_step[0] * env.dt_s, env.default_pose))
+                                   env.t_step[0] * env.dt_s, env.default_pose, period))
         want = env.split_obs(obs)
         got = hist.obs()
         assert set(got) == set(want)
