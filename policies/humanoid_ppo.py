@@ -1055,7 +1055,8 @@ def evaluate(act_fn, *, task: str = "stand", episodes: int = 100, dr=True, seed:
                               **({} if gantry_s is None else {"gantry_starts": 1.0, "gantry_s": gantry_s})))
         if getattr(env, "gait_period_s", period) != period:
             raise OnboardError(f"the env's gait period {env.gait_period_s} s is not the policy's {period} s",
-                               field="gait_period_s", fix="build make_env's env with gait_period_s=act_fn.gait_period_s")
+                               field="gait_period_s",
+                               fix="build make_env's env with gait_period_s=act_fn.gait_period_s")
         obs, _ = env.reset()
         if hasattr(act_fn, "state"):
             act_fn(obs, env, reset_idx=np.arange(n))

@@ -25,7 +25,8 @@ POLICIES = ("diffusion", "ppo", "residual", "vla", "humanoid")
 HUMANOID_RECIPES = {
     "basic": [],
     "push-recovery": ["--step-in-place", "--gait-reference", "0.3", "--force-step", "--symmetry", "--estimator",
-                      "--placement-gain", "0.4", "--gantry-starts", "0.3", "--workers", "2", "--physics-dt", "0.005", "--gait-period", "0.5"],
+                      "--placement-gain", "0.4", "--gantry-starts", "0.3", "--workers", "2", "--physics-dt", "0.005",
+                      "--gait-period", "0.5"],
 }
 
 
