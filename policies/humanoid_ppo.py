@@ -834,6 +834,16 @@ def fit_estimator(estimator: nn.Module, opt, x: torch.Tensor, vel: np.ndarray, c
 
 
 # ---------------------------------------------------------------- checkpoint
+def is_humanoid_checkpoint(path: str | Path) -> bool:
+    """True for a checkpoint written by ``save_checkpoint`` (the G1 legs' PPO)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:   # noqa: BLE001 - let the real exporter report the unreadable file
+        return False
+    return isinstance(ck, dict) and "frame_mean" in ck and isinstance(ck.get("config"), dict) \
+        and "critic_hidden" in ck["config"]
+
+
 def save_checkpoint(res: HumanoidTrainResult, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -111,8 +111,8 @@ def gait_period_of_contract(contract, source: str | None = None) -> float:
     except (ConfigError, TypeError, ValueError):
         raise ContractError(f"gait period {p!r} is not a number in {list(GAIT_PERIOD_RANGE_S)} s", file=source,
                             field="extra.gait_period_s",
-                            fix="re-export the artifact from its policy.pt (onboard export), which writes the "
-                                "period it was trained with") from None
+                            fix="re-export it from its checkpoint (onboard export DIR/policy.pt --out "
+                                "DIR/policy.onnx), which writes the period it was trained with") from None
 
 
 def build_frame(ang_vel, gravity, q, dq, command, last_action, t_s, default_pose,

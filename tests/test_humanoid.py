@@ -1153,6 +1153,10 @@ def test_gait_period_is_the_policys_own_from_training_to_the_artifact_the_evalua
     ck = save_checkpoint(res, tmp_path / "p.pt")
     contract = export_humanoid(ck, tmp_path / "p.onnx")
     assert contract.extra["gait_period_s"] == 0.6
+    from onboard.cli import main        # the re-export the contract error below points to
+    assert main(["export", str(ck), "--out", str(tmp_path / "again.onnx")]) == 0
+    from policies.artifact import load_artifact
+    assert load_artifact(tmp_path / "again.onnx", robot="g1_12dof").contract.extra["gait_period_s"] == 0.6
     act = runtime_act_fn(tmp_path / "p.onnx", 1)
     assert act.gait_period_s == 0.6
     r = evaluate(act, episodes=1, num_envs=1, history=2, episode_s=0.2)

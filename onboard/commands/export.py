@@ -6,6 +6,8 @@ ppo``) is recognised and exported as the quadrotor MLP artifact
 (``policies.export_mlp``: graph ``policy``, residual baseline in the contract).
 A VLA checkpoint (``onboard train --policy vla``) becomes an artifact folder of
 three graphs (``policies.vla.export``): ``--out DIR`` (or ``DIR/policy.onnx``).
+A G1 legs checkpoint (``onboard train --policy humanoid``) is exported by
+``policies.humanoid_ppo.export_humanoid`` (e.g. to re-export an older artifact).
 """
 from __future__ import annotations
 
@@ -30,6 +32,12 @@ def run(args) -> int:
     from onboard.commands._residual import is_residual_checkpoint, run_export
     if is_residual_checkpoint(args.checkpoint):
         return run_export(args)
+    from policies.humanoid_ppo import export_humanoid, is_humanoid_checkpoint
+    if is_humanoid_checkpoint(args.checkpoint):          # G1 legs (onboard train --policy humanoid)
+        c = export_humanoid(args.checkpoint, args.out, safety=args.safety)
+        print(f"wrote {args.out} (G1 legs PPO actor, parity-checked against torch; gait period "
+              f"{c.extra['gait_period_s']} s, history {c.extra['history']})")
+        return 0
     if is_ppo_checkpoint(args.checkpoint):
         import json
         import time
