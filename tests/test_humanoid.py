@@ -638,7 +638,7 @@ def test_cli_trains_exports_and_evaluates_the_g1_legs(tmp_path, capsys):
     extra = load_artifact(tmp_path / "push" / "policy.onnx", robot="g1_12dof").contract.extra
     assert extra["placement_gain_rad_per_m_s"] == 0.4 and extra["velocity_estimator"]
     assert extra["gait_reference_rad"] == 0.3 and extra["gantry_starts"] == 0.3
-    assert extra["training_physics_dt_s"] == 0.005 and extra["gait_period_s"] == 0.5
+    assert extra["training_physics_dt_s"] == 0.005 and extra["gait_period_s"] == 0.4
 
 
 def test_gait_reference_lifts_the_swing_leg_and_travels_in_the_exported_graph(tmp_path):

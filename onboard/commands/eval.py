@@ -126,7 +126,7 @@ def _run_humanoid(args) -> int:
                                      gantry_s=gantry):
             lo, hi = r["ci95"]
             print(f"[eval] g1 stand{start} | pushes <= {r['push_max_vel_m_s']:.2f} m/s | survived {r['survived']}/"
-                  f"{r['episodes']} = {100 * r['survival']:.0f}% ({100 * lo:.1f}-{100 * hi:.1f}%) | "
+                  f"{r['episodes']} = {100 * r['survival']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}%) | "
                   f"mean time up {r['mean_episode_s']:.1f} s")
         print(f"[eval] plot: {out_dir / 'push_sweep.png'}")
         return 0
