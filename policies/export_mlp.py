@@ -42,7 +42,7 @@ import torch.nn as nn
 from onboard.errors import OnboardError
 from onboard.spec import CONTRACT_KEY, PolicyContract, load_robot
 from policies.export import _safety_envelope, git_sha
-from policies.ppo import load_checkpoint
+from policies.ppo import checkpoint_has, load_checkpoint
 from sim.quad_controllers import GeometricGains
 from sim.quad_env import OBS_SPEC, action_spec
 
@@ -76,12 +76,7 @@ def default_envelope(robot: str, task: str) -> str | None:
 
 def is_ppo_checkpoint(path: str | Path) -> bool:
     """True for a checkpoint written by ``policies.ppo.save_checkpoint`` (vs a diffusion one)."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:   # noqa: BLE001 - let the real exporter report the unreadable file
-        return False
-    return isinstance(ck, dict) and "obs_mean" in ck and isinstance(ck.get("config"), dict) \
-        and "residual_scale" in ck["config"]
+    return checkpoint_has(path, "obs_mean", "residual_scale")
 
 
 def build_contract(res, ck: dict, *, robot="crazyflie2x", onnx_name: str, safety=None, evaluation=None) -> PolicyContract:

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 from onboard.errors import OnboardError
-from policies.ppo import Rollout, RunningMeanStd, mlp, ppo_update
+from policies.ppo import Rollout, RunningMeanStd, checkpoint_has, mlp, ppo_update
 from sim.humanoid_env import (ACTION_CLIP, ACTION_SCALE, FRAME_DIM, GAIT_LIFT_PATTERN, GAIT_PERIOD_S, JOINT_MIRROR,
                               KNEES, OBS_SPEC, PRIVILEGED_SPEC, HumanoidVecEnv, ShardedHumanoidEnv, actor_mirror,
                               check_gait_period, clock_rate, gait_period_of_contract, history_layout,
@@ -836,12 +836,7 @@ def fit_estimator(estimator: nn.Module, opt, x: torch.Tensor, vel: np.ndarray, c
 # ---------------------------------------------------------------- checkpoint
 def is_humanoid_checkpoint(path: str | Path) -> bool:
     """True for a checkpoint written by ``save_checkpoint`` (the G1 legs' PPO)."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:   # noqa: BLE001 - let the real exporter report the unreadable file
-        return False
-    return isinstance(ck, dict) and "frame_mean" in ck and isinstance(ck.get("config"), dict) \
-        and "critic_hidden" in ck["config"]
+    return checkpoint_has(path, "frame_mean", "critic_hidden")
 
 
 def save_checkpoint(res: HumanoidTrainResult, path: str | Path) -> Path:

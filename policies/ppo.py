@@ -286,6 +286,16 @@ def train(cfg: PPOConfig, log=print) -> TrainResult:
 
 
 # ---------------------------------------------------------------- checkpoint
+def checkpoint_has(path: str | Path, key: str, config_key: str) -> bool:
+    """True when ``path`` is a torch checkpoint dict with ``key`` and a ``config`` dict holding ``config_key``:
+    how the exporters tell their PPO checkpoints apart. An unreadable file is False; the exporter reports it."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:   # noqa: BLE001 - let the real exporter report the unreadable file
+        return False
+    return isinstance(ck, dict) and key in ck and isinstance(ck.get("config"), dict) and config_key in ck["config"]
+
+
 def save_checkpoint(res: TrainResult, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
