@@ -101,6 +101,8 @@ class HumanoidPPOConfig:
     clock_action: bool = False           # the policy paces the gait clock (a 13th action; not exportable yet)
     async_rollout: bool = False          # robots step in a worker process during the update (policy lag 1)
     gait_period_s: float = GAIT_PERIOD_S  # the gait clock's period (one left + one right step); in the contract
+    final_std: float = 0.0               # > 0: over the last std_anneal_frac of training, cap the noise down to this
+    std_anneal_frac: float = 0.3         # the share of training (of max_wall_s, else of total_steps) that anneals
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -146,6 +148,12 @@ class HumanoidPPOConfig:
         if not 0.0 <= self.placement_gain <= 1.0:
             raise OnboardError(f"placement_gain {self.placement_gain} outside [0, 1] rad per m/s",
                                field="placement_gain", fix="pass --placement-gain between 0 (off) and about 0.4")
+        if not 0.0 <= self.final_std < 1.0:
+            raise OnboardError(f"final_std {self.final_std} outside [0, 1)", field="final_std",
+                               fix="pass --final-std between 0 (off) and the starting noise, about 0.37")
+        if not 0.0 < self.std_anneal_frac <= 1.0:
+            raise OnboardError(f"std_anneal_frac {self.std_anneal_frac} outside (0, 1]", field="std_anneal_frac",
+                               fix="pass --std-anneal-frac as a share of training, e.g. 0.3")
         if self.placement_gain > 0 and (not self.estimator or self.gait_reference <= 0):
             raise OnboardError("--placement-gain needs the velocity estimator and a gait reference",
                                field="placement_gain", fix="add --estimator --gait-reference 0.3")
@@ -715,6 +723,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
         update_threads = cfg.update_threads or max(cfg.torch_threads, cfg.workers)
     ep = {k: [] for k in EPISODE_KEYS}
     learn_s = rollout_s = 0.0
+    anneal_from = None
     t0 = time.perf_counter()
     try:
         for upd in range(n_updates):
@@ -770,6 +779,10 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
                     lr = min(1e-2, lr * 1.5)
                 opt.param_groups[0]["lr"] = lr
                 stats.update(kl=kl, lr=lr)
+            if cfg.final_std > 0:
+                progress = max((upd + 1) / n_updates,
+                               (time.perf_counter() - t0) / cfg.max_wall_s if cfg.max_wall_s > 0 else 0.0)
+                anneal_from = anneal_std(ac, progress, cfg, anneal_from)
             if est_opt is not None:
                 stats["est_rmse_m_s"] = fit_estimator(ac.estimator, est_opt, x_all[:, :ac.actor_dim], vel, cfg, rng)
             elif worker is not None and r["est_rmse_m_s"] is not None:
@@ -812,6 +825,25 @@ def _critic_columns(name: str) -> slice:
 
 
 VEL_COLUMNS = _critic_columns("base_lin_vel")     # the estimator's regression target: body-frame m/s x 2
+
+
+def anneal_std(ac, progress: float, cfg: HumanoidPPOConfig, start):
+    """Cap the exploration noise over the last ``cfg.std_anneal_frac`` of training (``progress`` in [0, 1]).
+
+    The cap falls log-linearly, per joint, from each joint's noise when the anneal begins (``start``, recorded
+    on the first call past the threshold and returned) to ``cfg.final_std`` at the end; a joint already below
+    the cap keeps its noise. The deterministic policy is what deploys, so the last updates learn from rollouts
+    nearer to it, where the rare falls are the big pushes rather than the exploration noise."""
+    begin = 1.0 - cfg.std_anneal_frac
+    if progress <= begin:
+        return start
+    if start is None:
+        start = ac.log_std.detach().clone()
+    p = min(1.0, (progress - begin) / cfg.std_anneal_frac)
+    cap = (1.0 - p) * start + p * math.log(cfg.final_std)
+    with torch.no_grad():
+        ac.log_std.copy_(torch.minimum(ac.log_std, cap))
+    return start
 
 
 def fit_estimator(estimator: nn.Module, opt, x: torch.Tensor, vel: np.ndarray, cfg: HumanoidPPOConfig,
@@ -1223,6 +1255,11 @@ def main(argv=None) -> int:
                          "adapts to the KL target either way, so fewer passes make more updates per minute")
     ap.add_argument("--dr-config", default="", help="training DR YAML (default: the task's; evaluation always "
                                                     "uses the task's own YAML)")
+    ap.add_argument("--final-std", type=float, default=0.0, metavar="S",
+                    help="over the last --std-anneal-frac of training (of --max-wall-s when set), cap the "
+                         "exploration noise down to S (log-linear, per joint; 0 = off). The deployed policy is "
+                         "the noise-free mean, so the last updates learn nearer to it")
+    ap.add_argument("--std-anneal-frac", type=float, default=HumanoidPPOConfig.std_anneal_frac, metavar="F")
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--pybullet-episodes", type=int, default=10)
     ap.add_argument("--eval-only", action="store_true", help="evaluate <out>.pt / <out>.onnx, no training")
@@ -1241,7 +1278,8 @@ def main(argv=None) -> int:
                                 capture_reward=a.capture_reward, estimator=a.estimator,
                                 placement_gain=a.placement_gain, gantry_starts=a.gantry_starts,
                                 physics_dt_s=a.physics_dt, clock_action=a.clock_action,
-                                async_rollout=a.async_rollout, gait_period_s=a.gait_period)
+                                async_rollout=a.async_rollout, gait_period_s=a.gait_period,
+                                final_std=a.final_std, std_anneal_frac=a.std_anneal_frac)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         if not a.clock_action:

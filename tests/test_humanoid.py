@@ -577,8 +577,11 @@ def test_training_stream_limits_match_the_deployed_safety_filter_command_for_com
 @pytest.mark.parametrize("args,field,fix", [(["--physics-dt", "0.003"], "physics_dt_s", "--physics-dt 0.002"),
                                             (["--update-epochs", "0"], "update_epochs", "--update-epochs"),
                                             (["--async-rollout", "--workers", "2"], "workers", "drop --workers"),
-                                            (["--gait-period", "2"], "gait_period_s", "between 0.4 and 1.2 s")],
-                         ids=["physics_dt", "update_epochs", "async_with_workers", "gait_period"])
+                                            (["--gait-period", "2"], "gait_period_s", "between 0.4 and 1.2 s"),
+                                            (["--final-std", "-0.1"], "final_std", "--final-std between 0"),
+                                            (["--std-anneal-frac", "0"], "std_anneal_frac", "--std-anneal-frac")],
+                         ids=["physics_dt", "update_epochs", "async_with_workers", "gait_period", "final_std",
+                              "std_anneal_frac"])
 def test_trainer_module_refuses_a_bad_option_with_exit_2_and_writes_nothing(tmp_path, args, field, fix):
     import os
     import subprocess
@@ -1253,3 +1256,27 @@ def test_decoupled_ppo_clips_around_the_proximal_weights_and_equals_plain_ppo_wh
     a, _ = run(prox, None)
     b, _ = run(prox, prox)
     assert all(torch.allclose(p, q, atol=1e-7) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_std_anneal_caps_the_noise_only_over_the_last_share_of_training_down_to_final_std():
+    """--final-std: before the anneal the noise is the policy's own; over the last std_anneal_frac the cap falls
+    log-linearly per joint from where each joint was to final_std; a joint already below the cap keeps its own."""
+    torch = pytest.importorskip("torch")
+    from policies.humanoid_ppo import AsymmetricActorCritic, HumanoidPPOConfig, anneal_std
+    env = HumanoidVecEnv(1, task="stand", history=2)
+    ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, 12, (32, 32), (32, 32))
+    with torch.no_grad():
+        ac.log_std.copy_(torch.full((12,), math.log(0.4)))
+        ac.log_std[0] = math.log(0.1)                 # one joint already quieter than the target
+    cfg = HumanoidPPOConfig(final_std=0.2, std_anneal_frac=0.3)
+    cfg.validate()
+    assert anneal_std(ac, 0.5, cfg, None) is None     # before 70% of training: untouched
+    assert torch.allclose(ac.log_std[1:].exp(), torch.tensor(0.4))
+    start = anneal_std(ac, 0.85, cfg, None)           # half-way through the anneal: the geometric mean
+    assert torch.allclose(ac.log_std[1:].exp(), torch.tensor(math.sqrt(0.4 * 0.2)), atol=1e-6)
+    assert math.isclose(float(ac.log_std[0].exp()), 0.1, rel_tol=1e-6)
+    with torch.no_grad():
+        ac.log_std[1] = math.log(0.9)                 # the update pushed a joint up: the cap pulls it back
+    assert anneal_std(ac, 1.0, cfg, start) is start
+    assert torch.allclose(ac.log_std[1:].exp(), torch.tensor(0.2), atol=1e-6)
+    assert math.isclose(float(ac.log_std[0].exp()), 0.1, rel_tol=1e-6)
