@@ -1241,7 +1241,7 @@ def main(argv=None) -> int:
                          "200 Hz: the env steps 1.97x, PPO training 1.23x as fast, bench_humanoid_env --physics-dt). "
                          "Evaluation always runs at 0.002, so the figures include the transfer")
     ap.add_argument("--gait-period", type=float, default=HumanoidPPOConfig.gait_period_s, metavar="S",
-                    help="the gait clock's period, one left + one right step (0.8 = unitree_rl_gym's G1; 0.4-1.2). "
+                    help="the gait clock's period, one left + one right step (0.8 = unitree_rl_gym's G1; 0.3-1.2). "
                          "A shorter period gives a pushed robot its next step sooner. The contract records it "
                          "(extra.gait_period_s) and the evaluation, sim2sim and the robot nodes run the policy with it")
     ap.add_argument("--clock-action", action="store_true",

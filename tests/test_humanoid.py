@@ -577,7 +577,7 @@ def test_training_stream_limits_match_the_deployed_safety_filter_command_for_com
 @pytest.mark.parametrize("args,field,fix", [(["--physics-dt", "0.003"], "physics_dt_s", "--physics-dt 0.002"),
                                             (["--update-epochs", "0"], "update_epochs", "--update-epochs"),
                                             (["--async-rollout", "--workers", "2"], "workers", "drop --workers"),
-                                            (["--gait-period", "2"], "gait_period_s", "between 0.4 and 1.2 s"),
+                                            (["--gait-period", "2"], "gait_period_s", "between 0.3 and 1.2 s"),
                                             (["--final-std", "-0.1"], "final_std", "--final-std between 0"),
                                             (["--std-anneal-frac", "0"], "std_anneal_frac", "--std-anneal-frac")],
                          ids=["physics_dt", "update_epochs", "async_with_workers", "gait_period", "final_std",
