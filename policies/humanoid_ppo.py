@@ -1259,7 +1259,8 @@ def main(argv=None) -> int:
                     help="over the last --std-anneal-frac of training (of --max-wall-s when set), cap the "
                          "exploration noise down to S (log-linear, per joint; 0 = off). The deployed policy is "
                          "the noise-free mean, so the last updates learn nearer to it")
-    ap.add_argument("--std-anneal-frac", type=float, default=HumanoidPPOConfig.std_anneal_frac, metavar="F")
+    ap.add_argument("--std-anneal-frac", type=float, default=HumanoidPPOConfig.std_anneal_frac, metavar="F",
+                    help="with --final-std: the last share of training that anneals the noise (0-1, default 0.3)")
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--pybullet-episodes", type=int, default=10)
     ap.add_argument("--eval-only", action="store_true", help="evaluate <out>.pt / <out>.onnx, no training")
