@@ -103,6 +103,8 @@ class HumanoidPPOConfig:
     gait_period_s: float = GAIT_PERIOD_S  # the gait clock's period (one left + one right step); in the contract
     final_std: float = 0.0               # > 0: over the last std_anneal_frac of training, cap the noise down to this
     std_anneal_frac: float = 0.3         # the share of training (of max_wall_s, else of total_steps) that anneals
+    average_frac: float = 0.0            # > 0: the kept actor is the average of its weights over the last F of training
+    average_every: int = 10              # updates between the averaged snapshots
 
     def validate(self) -> None:
         if (self.num_envs * self.num_steps) % self.num_minibatches:
@@ -154,6 +156,12 @@ class HumanoidPPOConfig:
         if not 0.0 < self.std_anneal_frac <= 1.0:
             raise OnboardError(f"std_anneal_frac {self.std_anneal_frac} outside (0, 1]", field="std_anneal_frac",
                                fix="pass --std-anneal-frac as a share of training, e.g. 0.3")
+        if not 0.0 <= self.average_frac < 1.0:
+            raise OnboardError(f"average_frac {self.average_frac} outside [0, 1)", field="average_frac",
+                               fix="pass --average-frac as a share of training, e.g. 0.2 (0: off)")
+        if self.average_every < 1:
+            raise OnboardError(f"average_every {self.average_every} is not a positive number of updates",
+                               field="average_every", fix="pass --average-every 10")
         if self.placement_gain > 0 and (not self.estimator or self.gait_reference <= 0):
             raise OnboardError("--placement-gain needs the velocity estimator and a gait reference",
                                field="placement_gain", fix="add --estimator --gait-reference 0.3")
@@ -491,6 +499,7 @@ class HumanoidTrainResult:
     wall_s: float = 0.0
     env_steps: int = 0
     env_meta: dict = field(default_factory=dict)
+    last_state: dict | None = None       # with weight averaging: the model's last (not averaged) weights
 
 
 EPISODE_KEYS = {"return": "episode_return", "steps": "episode_steps", "fell": "episode_fell",
@@ -724,6 +733,7 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
     ep = {k: [] for k in EPISODE_KEYS}
     learn_s = rollout_s = 0.0
     anneal_from = None
+    averager = WeightAverager(ac) if cfg.average_frac > 0 else None
     t0 = time.perf_counter()
     try:
         for upd in range(n_updates):
@@ -779,10 +789,12 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
                     lr = min(1e-2, lr * 1.5)
                 opt.param_groups[0]["lr"] = lr
                 stats.update(kl=kl, lr=lr)
+            progress = max((upd + 1) / n_updates,
+                           (time.perf_counter() - t0) / cfg.max_wall_s if cfg.max_wall_s > 0 else 0.0)
             if cfg.final_std > 0:
-                progress = max((upd + 1) / n_updates,
-                               (time.perf_counter() - t0) / cfg.max_wall_s if cfg.max_wall_s > 0 else 0.0)
                 anneal_from = anneal_std(ac, progress, cfg, anneal_from)
+            if averager is not None and progress > 1.0 - cfg.average_frac and (upd + 1) % cfg.average_every == 0:
+                averager.add(ac)
             if est_opt is not None:
                 stats["est_rmse_m_s"] = fit_estimator(ac.estimator, est_opt, x_all[:, :ac.actor_dim], vel, cfg, rng)
             elif worker is not None and r["est_rmse_m_s"] is not None:
@@ -810,8 +822,47 @@ def _train(cfg: HumanoidPPOConfig, env, rng, log) -> HumanoidTrainResult:
     finally:
         if worker is not None:
             worker.close()
+    if averager is not None:
+        if averager.count == 0:          # too short a run to average: keep the last weights
+            averager.add(ac)
+        res.last_state = {k: v.clone() for k, v in ac.state_dict().items()}
+        averager.apply(ac)
+        log(json.dumps({"weight_average": {"snapshots": averager.count, "every_updates": cfg.average_every,
+                                           "over_last_share": cfg.average_frac}}))
     res.wall_s = time.perf_counter() - t0
     return res
+
+
+class WeightAverager:
+    """Uniform running average of the actor's parameters (stochastic weight averaging, Izmailov et al. 2018;
+    for RL, Nikishin et al. 2018). PPO's last update moves the mean action by a step sized for exploration;
+    the average over the last stretch of training sits nearer the middle of where those steps wander, which
+    is what the deterministic deployed policy wants. The critic and the buffers (input statistics, mirror
+    permutations) are not averaged: the critic is not deployed and the buffers are the run's final ones."""
+
+    def __init__(self, ac: nn.Module):
+        self.names = [n for n, _ in ac.named_parameters() if not n.startswith("critic.")]
+        self.sum = None
+        self.count = 0
+
+    def add(self, ac: nn.Module) -> None:
+        params = dict(ac.named_parameters())
+        with torch.no_grad():
+            if self.sum is None:
+                self.sum = {n: params[n].detach().clone().double() for n in self.names}
+            else:
+                for n in self.names:
+                    self.sum[n] += params[n].detach().double()
+        self.count += 1
+
+    def average(self) -> dict:
+        return {n: (v / self.count).float() for n, v in self.sum.items()}
+
+    def apply(self, ac: nn.Module) -> None:
+        params = dict(ac.named_parameters())
+        with torch.no_grad():
+            for n, v in self.average().items():
+                params[n].copy_(v)
 
 
 def _critic_columns(name: str) -> slice:
@@ -1261,6 +1312,11 @@ def main(argv=None) -> int:
                          "the noise-free mean, so the last updates learn nearer to it")
     ap.add_argument("--std-anneal-frac", type=float, default=HumanoidPPOConfig.std_anneal_frac, metavar="F",
                     help="with --final-std: the last share of training that anneals the noise (0-1, default 0.3)")
+    ap.add_argument("--average-frac", type=float, default=0.0, metavar="F",
+                    help="> 0: keep the average of the actor's weights over the last F of training (0 < F < 1); "
+                         "the last weights are also written, as <out>_last.pt/.onnx")
+    ap.add_argument("--average-every", type=int, default=HumanoidPPOConfig.average_every, metavar="N",
+                    help="updates between the averaged snapshots (with --average-frac)")
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--pybullet-episodes", type=int, default=10)
     ap.add_argument("--eval-only", action="store_true", help="evaluate <out>.pt / <out>.onnx, no training")
@@ -1280,11 +1336,19 @@ def main(argv=None) -> int:
                                 placement_gain=a.placement_gain, gantry_starts=a.gantry_starts,
                                 physics_dt_s=a.physics_dt, clock_action=a.clock_action,
                                 async_rollout=a.async_rollout, gait_period_s=a.gait_period,
-                                final_std=a.final_std, std_anneal_frac=a.std_anneal_frac)
+                                final_std=a.final_std, std_anneal_frac=a.std_anneal_frac,
+                                average_frac=a.average_frac, average_every=a.average_every)
         res = train(cfg, log=log)
         ck = save_checkpoint(res, f"{a.out}.pt")
         if not a.clock_action:
             export_humanoid(ck, f"{a.out}.onnx")
+        if res.last_state is not None:      # the last weights beside the average, to compare them
+            averaged = {k: v.clone() for k, v in res.model.state_dict().items()}
+            res.model.load_state_dict(res.last_state)
+            last = save_checkpoint(res, f"{a.out}_last.pt")
+            res.model.load_state_dict(averaged)
+            if not a.clock_action:
+                export_humanoid(last, f"{a.out}_last.onnx")
         log(json.dumps({"checkpoint": str(ck), "artifact": None if a.clock_action else f"{a.out}.onnx",
                         "train_wall_s": round(res.wall_s, 1), "env_steps": res.env_steps}))
     if a.eval_episodes and a.clock_action:      # no artifact: the torch policy in the MuJoCo env, DR + pushes

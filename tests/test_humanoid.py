@@ -1,4 +1,5 @@
 """G1 legs: model sanity, DR reproducibility, the deployment state machine, train -> export -> evaluate."""
+import json
 import math
 
 import mujoco
@@ -579,9 +580,11 @@ def test_training_stream_limits_match_the_deployed_safety_filter_command_for_com
                                             (["--async-rollout", "--workers", "2"], "workers", "drop --workers"),
                                             (["--gait-period", "2"], "gait_period_s", "between 0.3 and 1.2 s"),
                                             (["--final-std", "-0.1"], "final_std", "--final-std between 0"),
-                                            (["--std-anneal-frac", "0"], "std_anneal_frac", "--std-anneal-frac")],
+                                            (["--std-anneal-frac", "0"], "std_anneal_frac", "--std-anneal-frac"),
+                                            (["--average-frac", "1"], "average_frac", "--average-frac as a share"),
+                                            (["--average-every", "0"], "average_every", "--average-every 10")],
                          ids=["physics_dt", "update_epochs", "async_with_workers", "gait_period", "final_std",
-                              "std_anneal_frac"])
+                              "std_anneal_frac", "average_frac", "average_every"])
 def test_trainer_module_refuses_a_bad_option_with_exit_2_and_writes_nothing(tmp_path, args, field, fix):
     import os
     import subprocess
@@ -1256,6 +1259,63 @@ def test_decoupled_ppo_clips_around_the_proximal_weights_and_equals_plain_ppo_wh
     a, _ = run(prox, None)
     b, _ = run(prox, prox)
     assert all(torch.allclose(p, q, atol=1e-7) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_weight_average_is_the_mean_of_the_snapshots_over_the_actor_only():
+    """--average-frac: the kept actor parameters are the mean of the snapshots; the critic and the buffers
+    (input statistics, mirror permutations) stay the run's last ones."""
+    torch = pytest.importorskip("torch")
+    from policies.humanoid_ppo import AsymmetricActorCritic, WeightAverager
+    env = HumanoidVecEnv(1, task="stand", history=2)
+    ac = AsymmetricActorCritic(env.obs_dim, env.critic_dim, 12, (32, 32), (32, 32), gait_reference=0.3, history=2,
+                               symmetry=True, estimator=True)
+    avg = WeightAverager(ac)
+    assert avg.names and not any(n.startswith("critic.") for n in avg.names)
+    assert any(n.startswith("estimator.") for n in avg.names)
+    snaps = []
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in ac.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen))
+        snaps.append({n: p.detach().clone() for n, p in ac.named_parameters()})
+        avg.add(ac)
+    last = {k: v.clone() for k, v in ac.state_dict().items()}
+    avg.apply(ac)
+    assert avg.count == 3
+    params = dict(ac.named_parameters())
+    for n in avg.names:
+        want = (snaps[0][n] + snaps[1][n] + snaps[2][n]) / 3
+        assert torch.allclose(params[n], want, atol=1e-6), n
+        assert not torch.allclose(params[n], snaps[2][n]), n        # it moved off the last weights
+    for n, p in params.items():
+        if n.startswith("critic."):
+            assert torch.equal(p, last[n])
+    for n, b in ac.named_buffers():
+        assert torch.equal(b, last[n])
+
+
+def test_trainer_with_average_frac_writes_the_average_and_the_last_weights(tmp_path):
+    """The module keeps the averaged actor as <out>.pt/.onnx and the last weights as <out>_last.pt/.onnx; the
+    two differ in the actor and agree in the critic."""
+    import os
+    import subprocess
+    import sys
+    torch = pytest.importorskip("torch")
+    out = tmp_path / "g1" / "policy"
+    r = subprocess.run([sys.executable, "-m", "policies.humanoid_ppo", "--task", "stand", "--total-steps", "960",
+                        "--num-envs", "4", "--average-frac", "0.5", "--average-every", "2", "--out", str(out),
+                        "--eval-episodes", "0"], capture_output=True, text=True,
+                       env=dict(os.environ, ORT_DISABLE_TELEMETRY="1"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    line = next(json.loads(x) for x in r.stdout.splitlines() if '"weight_average"' in x)
+    assert line["weight_average"]["snapshots"] == 3      # 10 updates: after updates 6, 8 and 10 (the last half)
+    for suffix in ("", "_last"):
+        assert (out.parent / f"policy{suffix}.pt").is_file() and (out.parent / f"policy{suffix}.onnx").is_file()
+    a = torch.load(out.parent / "policy.pt", weights_only=False)["state_dict"]
+    b = torch.load(out.parent / "policy_last.pt", weights_only=False)["state_dict"]
+    assert not torch.equal(a["actor.0.weight"], b["actor.0.weight"])
+    assert torch.equal(a["critic.0.weight"], b["critic.0.weight"])
 
 
 def test_std_anneal_caps_the_noise_only_over_the_last_share_of_training_down_to_final_std():
