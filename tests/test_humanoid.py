@@ -645,6 +645,9 @@ def test_cli_trains_exports_and_evaluates_the_g1_legs(tmp_path, capsys):
     assert extra["placement_gain_rad_per_m_s"] == 0.4 and extra["velocity_estimator"]
     assert extra["gait_reference_rad"] == 0.3 and extra["gantry_starts"] == 0.3
     assert extra["training_physics_dt_s"] == 0.005 and extra["gait_period_s"] == 0.4
+    assert load_artifact(tmp_path / "push" / "policy.onnx", robot="g1_12dof").contract.provenance[
+        "train_config"]["average_frac"] == 0.15
+    assert (tmp_path / "push" / "policy_last.onnx").is_file()     # the last weights, beside the average
 
 
 def test_gait_reference_lifts_the_swing_leg_and_travels_in_the_exported_graph(tmp_path):

@@ -26,7 +26,7 @@ HUMANOID_RECIPES = {
     "basic": [],
     "push-recovery": ["--step-in-place", "--gait-reference", "0.3", "--force-step", "--symmetry", "--estimator",
                       "--placement-gain", "0.4", "--gantry-starts", "0.3", "--workers", "2", "--physics-dt", "0.005",
-                      "--gait-period", "0.4"],
+                      "--gait-period", "0.4", "--average-frac", "0.15"],
 }
 
 
@@ -59,7 +59,8 @@ def add_arguments(p):
                    help="basic: plain PPO on the task. push-recovery: the best measured stand + push recipe "
                         "(forced stepping prior, mirror-symmetric actor, learned velocity estimate, foot placement, "
                         "30%% of episodes started on the gantry, robots stepped on 2 processes, a 5 ms training "
-                        "physics step, a 0.4 s gait period; docs/humanoid.md)")
+                        "physics step, a 0.4 s gait period, the actor's weights averaged over the last 15%% of "
+                        "training; docs/humanoid.md)")
     v = p.add_argument_group("VLA (--policy vla)")
     v.add_argument("--minutes", type=float, default=None,
                    help="time budget; the learning rate anneals over it (vla default: 50)")
